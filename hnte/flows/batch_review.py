@@ -1,0 +1,143 @@
+"""The batch review flow: one Prefect task per stage, each a set-based service call."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import date, datetime
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_table_artifact
+from prefect.runtime import flow_run
+
+from hnte.config.city import load_city
+from hnte.config.settings import get_settings
+from hnte.models.db import get_engine
+from hnte.models.stages import Stage, require_transition
+from hnte.services import review
+from hnte.services.review import ReviewPolicy, StepContext, StepReport
+
+
+def _context(batch: str, as_of: date) -> StepContext:
+    settings = get_settings()
+    policy = ReviewPolicy.from_city(load_city(settings.city_file))
+    run_id = flow_run.get_id()
+    return StepContext(
+        get_engine(), batch, as_of, str(run_id) if run_id else None, policy, settings.review_chunk
+    )
+
+
+@task(name="district-review")
+def district_review(batch: str, as_of: date) -> StepReport:
+    """Open district review; apply recorded recommendations and returns."""
+    return review.RUN["district_review"](_context(batch, as_of))
+
+
+@task(name="formal-check")
+def formal_check(batch: str, as_of: date) -> StepReport:
+    """Screen the batch and check the formal eligibility rules."""
+    return review.RUN["formal_check"](_context(batch, as_of))
+
+
+@task(name="expert-review")
+def expert_review(batch: str, as_of: date) -> StepReport:
+    """Draw panels; decide applications whose scores are all in; pick inspections."""
+    return review.RUN["expert_review"](_context(batch, as_of))
+
+
+@task(name="onsite-inspection")
+def onsite_inspection(batch: str, as_of: date) -> StepReport:
+    """Apply recorded on-site inspection outcomes."""
+    return review.RUN["onsite_inspection"](_context(batch, as_of))
+
+
+@task(name="approval")
+def approval(batch: str, as_of: date) -> StepReport:
+    """Apply recorded approvals and open public notices."""
+    return review.RUN["approval"](_context(batch, as_of))
+
+
+@task(name="public-notice")
+def public_notice(batch: str, as_of: date) -> StepReport:
+    """Handle objections; certify applications whose notice period has ended."""
+    return review.RUN["public_notice"](_context(batch, as_of))
+
+
+def transition_rows(reports: list[StepReport], district_names: dict[str, str]) -> list[dict]:
+    """One row per (transition, district) with its count, in stage-table order."""
+    counts: Counter[tuple[str, str, str]] = Counter()
+    for report in reports:
+        for m in report.moves:
+            for district, n in m.by_district.items():
+                counts[(m.source.value, m.target.value, district)] += n
+    rows = []
+    for (source, target, district), n in counts.items():
+        transition = require_transition(Stage(source), Stage(target))
+        rows.append(
+            {
+                "from": source,
+                "to": target,
+                "transition": transition.label_zh,
+                "district_code": district,
+                "district": district_names.get(district, district),
+                "count": n,
+            }
+        )
+    order = list(district_names)
+    rows.sort(
+        key=lambda r: (
+            list(Stage).index(Stage(r["from"])),
+            r["to"],
+            order.index(r["district_code"]) if r["district_code"] in order else 0,
+        )
+    )
+    return rows
+
+
+@flow(name="batch-review", flow_run_name="batch-review {batch}", log_prints=True)
+def batch_review(batch: str, as_of: date | None = None) -> dict[str, Any]:
+    """Advance every application of a batch that is ready, and report what moved."""
+    settings = get_settings()
+    as_of = as_of or datetime.now(settings.tz).date()
+    city = load_city(settings.city_file)
+    names = {d.code: d.name for d in city.districts}
+    reports = [
+        district_review(batch, as_of),
+        formal_check(batch, as_of),
+        expert_review(batch, as_of),
+        onsite_inspection(batch, as_of),
+        approval(batch, as_of),
+        public_notice(batch, as_of),
+    ]
+    rows = transition_rows(reports, names)
+    notes = {f"{r.step}.{k}": v for r in reports for k, v in r.notes.items()}
+    create_table_artifact(
+        key=f"batch-review-{batch.lower()}",
+        table=[{k: r[k] for k in ("transition", "from", "to", "district", "count")} for r in rows]
+        or [
+            {
+                "transition": "无变化 / nothing moved",
+                "from": "",
+                "to": "",
+                "district": "",
+                "count": 0,
+            }
+        ],
+        description=f"批次 {batch} 审核流转（{as_of}）/ transitions of batch {batch} as of {as_of}",
+    )
+    steps = [{"step": r.step, "seconds": round(r.seconds, 3), "moved": r.moved} for r in reports]
+    get_run_logger().info(
+        "batch %s as of %s: %d moved; %s; %s",
+        batch,
+        as_of,
+        sum(r["count"] for r in rows),
+        notes,
+        steps,
+    )
+    return {
+        "batch": batch,
+        "as_of": as_of.isoformat(),
+        "transitions": rows,
+        "steps": steps,
+        "notes": notes,
+    }

@@ -1,0 +1,201 @@
+"""``hnte targets``: stock, net increase and year-end projection against the annual target.
+
+Registered on the main app by ``hnte.flows.cli`` (``app.command("targets")(targets)``).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import date
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.table import Table
+
+from hnte.flows.cli_common import AsOfOpt, JsonOpt, UserError, console, engine, print_json, today
+from hnte.models.targets import CityFigures, DistrictFigures, year_share
+
+if TYPE_CHECKING:
+    from hnte.models.target_queries import RenewalDue
+
+YearOpt = Annotated[
+    int | None, typer.Option("--year", "-y", help="target year (default: the city file's year)")
+]
+SHOWN = 10  # still-to-renew lines shown per district; --json lists them all
+
+
+def targets(year: YearOpt = None, as_of: AsOfOpt = None, as_json: JsonOpt = False) -> None:
+    """年度目标进度与年末预测 / stock, net increase and year-end projection vs the target."""
+    from hnte.config.city import load_city
+    from hnte.config.settings import get_settings
+    from hnte.models.db import unit_of_work
+    from hnte.models.target_queries import city_figures, still_to_renew, targets_for
+
+    city = load_city(get_settings().city_file)
+    year = year or city.city.year
+    day = _business_day(year, as_of.date() if as_of else None)
+    with unit_of_work(engine()) as session:
+        if year != city.city.year and not targets_for(session, year=year):
+            raise UserError(
+                f"没有 {year} 年度的目标（城市配置文件为 {city.city.year} 年度）"
+                f" / no targets for {year}"
+            )
+        figures = city_figures(session, year=year, as_of=day, city=city)
+        due = still_to_renew(session, year=year, as_of=day)
+    by_district: dict[str, list[RenewalDue]] = defaultdict(list)
+    for line in due:
+        by_district[line.district_code].append(line)
+    tolerance = city.projection.late_tolerance_percent
+    if as_json:
+        print_json(_as_json(figures, by_district, tolerance))
+        return
+    _print_table(figures, tolerance)
+    for d in figures.ranked():
+        _print_due(d, by_district.get(d.code, []))
+
+
+def _business_day(year: int, given: date | None) -> date:
+    """``--as-of``, else today; once the year is over, its last day."""
+    if given is not None:
+        if given.year != year:
+            raise UserError(f"统计日期 {given} 不在 {year} 年内 / --as-of must fall in {year}")
+        return given
+    now = today()
+    if now.year > year:
+        return date(year, 12, 31)
+    if now.year < year:
+        raise UserError(f"{year} 年尚未开始 / {year} has not begun")
+    return now
+
+
+def status_zh(d: DistrictFigures, as_of: date, tolerance: float) -> str:
+    marks = [label for label, on in (("落后", d.behind), ("滞后", d.late(as_of, tolerance))) if on]
+    return "、".join(marks) or "正常"
+
+
+def _print_table(figures: CityFigures, tolerance: float) -> None:
+    as_of = figures.as_of
+    table = Table(
+        title=f"{figures.total.name} {figures.year} 年度高企目标进度（截至 {as_of}）/ targets",
+        caption=(
+            f"按净增完成率排序。预测年末 = 存量 + 在审申报 × 通过率 − 到期未续；"
+            f"落后：预测年末 < 目标总量；滞后：进度% < 时间进度 {year_share(as_of):.1%}"
+            f" − {tolerance:g}%"
+        ),
+    )
+    table.add_column("区市")
+    for header in (
+        "存量",
+        "年初存量",
+        "净增",
+        "目标净增",
+        "目标总量",
+        "预测年末",
+        "差距",
+        "进度%",
+        "待重新认定",
+    ):
+        table.add_column(header, justify="right")
+    table.add_column("状态")
+
+    def row(d: DistrictFigures, name: str, style: str | None = None) -> None:
+        table.add_row(
+            name,
+            str(d.stock),
+            str(d.start_stock),
+            f"{d.net_increase:+d}",
+            str(d.target_net),
+            str(d.target_stock),
+            str(round(d.projection)),
+            str(round(d.gap)),
+            f"{d.progress_percent:.1f}",
+            str(d.expiring_unrenewed),
+            status_zh(d, as_of, tolerance),
+            style=style,
+        )
+
+    for d in figures.ranked():
+        row(d, d.name)
+    row(figures.total, "全市合计", style="bold")
+    console.print(table)
+
+
+def _print_due(d: DistrictFigures, lines: list[RenewalDue]) -> None:
+    if not lines:
+        return
+    table = Table(title=f"{d.name} 待重新认定（到期未续）/ expiring, not renewed")
+    for header in ("统一社会信用代码", "企业名称", "证书编号", "到期日"):
+        table.add_column(header)
+    for line in lines[:SHOWN]:
+        table.add_row(
+            line.credit_code, line.name, line.certificate_number, line.expires_on.isoformat()
+        )
+    console.print(table)
+    if len(lines) > SHOWN:
+        console.print(f"…共 {len(lines)} 家（另有 {len(lines) - SHOWN} 家未列出，见 --json）")
+
+
+def _figures_json(d: DistrictFigures, as_of: date, tolerance: float) -> dict[str, Any]:
+    return {
+        "code": d.code,
+        "name": d.name,
+        "stock": d.stock,
+        "start_stock": d.start_stock,
+        "net_increase": d.net_increase,
+        "target_net": d.target_net,
+        "target_stock": d.target_stock,
+        "new_recognitions": d.new_recognitions,
+        "re_recognitions": d.re_recognitions,
+        "expiring_unrenewed": d.expiring_unrenewed,
+        "expiring_ahead": d.expiring_ahead,
+        "renewing": d.renewing,
+        "pipeline": d.pipeline,
+        "pipeline_total": d.pipeline_total,
+        "projection": round(d.projection, 2),
+        "gap": round(d.gap, 2),
+        "progress_percent": round(d.progress_percent, 2),
+        "behind": d.behind,
+        "late": d.late(as_of, tolerance),
+        "status": status_zh(d, as_of, tolerance),
+    }
+
+
+def _as_json(
+    figures: CityFigures, due: dict[str, list[RenewalDue]], tolerance: float
+) -> dict[str, Any]:
+    as_of = figures.as_of
+    rates = figures.rates
+    return {
+        "year": figures.year,
+        "as_of": as_of.isoformat(),
+        "year_share": round(year_share(as_of), 4),
+        "late_tolerance_percent": tolerance,
+        "pass_rates": {
+            stage: {
+                "rate": round(rate, 4),
+                "from_history": rates.from_history[stage],
+                "observed": rates.observed[stage],
+            }
+            for stage, rate in rates.rates.items()
+        }
+        if rates
+        else {},
+        "inspected_share": round(rates.inspected_share, 4) if rates else None,
+        "city": _figures_json(figures.total, as_of, tolerance),
+        "districts": [
+            {
+                "rank": position,
+                **_figures_json(d, as_of, tolerance),
+                "still_to_renew": [
+                    {
+                        "credit_code": line.credit_code,
+                        "name": line.name,
+                        "certificate_number": line.certificate_number,
+                        "expires_on": line.expires_on.isoformat(),
+                    }
+                    for line in due.get(d.code, [])
+                ],
+            }
+            for position, d in enumerate(figures.ranked(), start=1)
+        ],
+    }
