@@ -36,6 +36,7 @@ from sqlalchemy import (
     null,
     or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.orm import aliased
@@ -545,6 +546,12 @@ def _panel_key(batch_code: str, credit_code: str) -> int:
     return int.from_bytes(hashlib.sha256(f"{batch_code}:{credit_code}".encode()).digest()[:6])
 
 
+def _panel_lock_key(batch_code: str) -> int:
+    """A signed 64-bit advisory-lock key for drawing the panels of one batch."""
+    digest = hashlib.sha256(f"hnte:panels:{batch_code}".encode()).digest()[:8]
+    return int.from_bytes(digest, signed=True)
+
+
 def draw_missing_panels(ctx: StepContext) -> int:
     """Draw a panel for every application at expert review that has none; returns how many.
 
@@ -569,6 +576,13 @@ def draw_missing_panels(ctx: StepContext) -> int:
     for window in _windows(ctx, Stage.EXPERT_REVIEW):
         with Session(ctx.engine, expire_on_commit=False) as session:
             connection = session.connection()
+            if connection.dialect.name == "postgresql":
+                # One drawer per batch at a time: a second run waits here, then finds the
+                # window seated. (SQLite writers are serialised by the database lock.)
+                connection.execute(
+                    text("SELECT pg_advisory_xact_lock(:key)"),
+                    {"key": _panel_lock_key(ctx.batch_code)},
+                )
             waiting = connection.execute(
                 select(Application.id, Application.credit_code).where(
                     _in_window(Stage.EXPERT_REVIEW, ctx, window),

@@ -163,11 +163,6 @@ def _waiting(gate: Engine, names: list[str]) -> int:
         ).scalar_one()
 
 
-@pytest.mark.xfail(
-    reason="KNOWN BUG: draw_missing_panels races on PostgreSQL (two runs insert the same seats;"
-    " UniqueViolation). Fix: pg_advisory_xact_lock per panel window. See closing note.",
-    strict=False,
-)
 def test_two_batch_runs_at_once_move_each_application_once_and_end_as_one_run_alone(
     pg_url: str, reference_url: str, tmp_path: Path
 ) -> None:

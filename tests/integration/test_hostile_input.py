@@ -1123,6 +1123,10 @@ def _plan(data: st.DataObject, target: str, template: Template) -> Plan:
     for n, key in enumerate(keys):
         if keys.count(key) > 1 and plan.expect[n] == GOOD:
             plan.expect[n] = UNSURE
+        elif keys.count(key) > 1 and plan.expect[n] == BAD:
+            # Still refused, but perhaps only as a duplicate of an earlier row, which names
+            # the key's column rather than the bad one.
+            plan.bad_columns[n] = set()
     if data.draw(st.integers(0, 11), label="oversize") == 0:
         rows[data.draw(st.integers(0, count - 1))][free_keys[0]] = "x" * 10_001
         plan.oversized = True
