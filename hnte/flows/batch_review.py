@@ -12,9 +12,10 @@ from prefect.runtime import flow_run
 
 from hnte.config.city import load_city
 from hnte.config.settings import get_settings
+from hnte.flows.workers import launch
 from hnte.models.db import get_engine
 from hnte.models.stages import Stage, require_transition
-from hnte.services import review
+from hnte.services import chunks, review
 from hnte.services.review import ReviewPolicy, StepContext, StepReport
 
 
@@ -63,6 +64,29 @@ def public_notice(batch: str, as_of: date) -> StepReport:
     return review.RUN["public_notice"](_context(batch, as_of))
 
 
+@task(name="review-step-with-workers")
+def shared_step(batch: str, as_of: date, plan: str, step: str) -> StepReport:
+    """One step with its windows shared out to the plan's workers (and done here too)."""
+    return chunks.coordinate_step(_context(batch, as_of), plan, step)
+
+
+def _with_workers(batch: str, as_of: date, workers: int) -> list[StepReport]:
+    """The six steps in order, each step's windows shared with ``workers`` worker flow
+    runs started from the work pool; the plan is closed however the run ends."""
+    ctx = _context(batch, as_of)
+    chunks.require_postgres(ctx.engine)
+    plan = chunks.open_plan(ctx)
+    outcome = "failed"
+    try:
+        started = launch(plan, workers, batch)
+        get_run_logger().info("plan %s: started %d worker flow runs", plan, len(started))
+        reports = [shared_step(batch, as_of, plan, name) for name in review.WINDOWED]
+        outcome = "done"
+        return reports
+    finally:
+        chunks.close_plan(ctx.engine, plan, outcome)
+
+
 def transition_rows(reports: list[StepReport], district_names: dict[str, str]) -> list[dict]:
     """One row per (transition, district) with its count, in stage-table order."""
     counts: Counter[tuple[str, str, str]] = Counter()
@@ -95,20 +119,28 @@ def transition_rows(reports: list[StepReport], district_names: dict[str, str]) -
 
 
 @flow(name="batch-review", flow_run_name="batch-review {batch}", log_prints=True)
-def batch_review(batch: str, as_of: date | None = None) -> dict[str, Any]:
-    """Advance every application of a batch that is ready, and report what moved."""
+def batch_review(batch: str, as_of: date | None = None, workers: int = 0) -> dict[str, Any]:
+    """Advance every application of a batch that is ready, and report what moved.
+
+    With ``workers`` (PostgreSQL and a Prefect server with the ``review-worker``
+    deployment, see ``hnte deploy``) each step's windows are shared with that many
+    worker flow runs; the result is the same as alone.
+    """
     settings = get_settings()
     as_of = as_of or datetime.now(settings.tz).date()
     city = load_city(settings.city_file)
     names = {d.code: d.name for d in city.districts}
-    reports = [
-        district_review(batch, as_of),
-        formal_check(batch, as_of),
-        expert_review(batch, as_of),
-        onsite_inspection(batch, as_of),
-        approval(batch, as_of),
-        public_notice(batch, as_of),
-    ]
+    if workers:
+        reports = _with_workers(batch, as_of, workers)
+    else:
+        reports = [
+            district_review(batch, as_of),
+            formal_check(batch, as_of),
+            expert_review(batch, as_of),
+            onsite_inspection(batch, as_of),
+            approval(batch, as_of),
+            public_notice(batch, as_of),
+        ]
     rows = transition_rows(reports, names)
     notes = {f"{r.step}.{k}": v for r in reports for k, v in r.notes.items()}
     create_table_artifact(

@@ -241,19 +241,57 @@ app.add_typer(batch_app, name="batch")
 
 
 @batch_app.command("run")
-def batch_run(batch: str, as_of: AsOfOpt = None, as_json: JsonOpt = False) -> None:
+def batch_run(
+    batch: str,
+    as_of: AsOfOpt = None,
+    as_json: JsonOpt = False,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            min=0,
+            help="从工作池启动的工作进程数（需 PostgreSQL 与 Prefect 服务器）/ "
+            "worker flow runs to start from the work pool (PostgreSQL and a Prefect server)",
+        ),
+    ] = 0,
+) -> None:
     """运行批次审核流程并打印流转表 / run the batch_review flow and print what moved."""
     from hnte.models.db import unit_of_work
 
     with unit_of_work(engine()) as session:
         _require_batch(session, batch)
+    if workers:
+        from hnte.flows.workers import require_server
+        from hnte.services.chunks import require_postgres
+
+        require_postgres(engine())
+        require_server()
     from hnte.flows.batch_review import batch_review
 
-    result = batch_review(batch, as_of=_as_of(as_of))
+    result = batch_review(batch, as_of=_as_of(as_of), workers=workers)
     if as_json:
         print_json(result)
         return
     print_transitions(batch, result["transitions"])
+
+
+@app.command()
+def deploy(
+    pool: Annotated[str, typer.Option("--pool", help="Prefect work pool")] = "hnte-review",
+) -> None:
+    """在 Prefect 服务器上登记审核工作进程部署 / register the review-worker deployment.
+
+    Creates the process work pool if missing. Then, on every machine that should help:
+    `prefect worker start --pool hnte-review`, with the same HNTE_DATABASE_URL.
+    """
+    from hnte.flows.workers import DEPLOYMENT, deploy
+
+    deployment_id = deploy(pool)
+    console.print(
+        f"已登记部署 {DEPLOYMENT}（工作池 {pool}）/ deployment {DEPLOYMENT} on pool {pool}: "
+        f"{deployment_id}"
+    )
+    console.print(f"各工作机运行 / on each worker machine: prefect worker start --pool {pool}")
 
 
 def print_transitions(batch: str, rows: list[dict[str, Any]]) -> None:
@@ -518,10 +556,21 @@ def demo(
 def _user_errors() -> tuple[type[BaseException], ...]:
     from hnte.config.city import CityConfigError
     from hnte.models.stages import TransitionRefused
+    from hnte.services.chunks import NeedsPrefectServer, WorkersNeedPostgres
     from hnte.services.importing import UnknownBatch
     from hnte.services.tabular import FileRejected
 
-    return (UserError, CityConfigError, FileRejected, UnknownBatch, TransitionRefused, LookupError)
+    return (
+        UserError,
+        CityConfigError,
+        FileRejected,
+        UnknownBatch,
+        TransitionRefused,
+        LookupError,
+        WorkersNeedPostgres,
+        NeedsPrefectServer,
+    )
+
 
 
 def _secrets() -> list[str]:

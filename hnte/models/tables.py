@@ -265,6 +265,51 @@ class Lease(SQLModel, table=True):
     expires_at: datetime
 
 
+class ReviewPlan(SQLModel, table=True):
+    """One batch review run whose windows are shared out to workers.
+
+    The coordinating run writes it, with the review policy it applies (so every worker,
+    on whatever machine, applies the same rules), and closes it when it ends; workers
+    stop once it is closed. ``touched_at`` is refreshed while the coordinator lives.
+    """
+
+    __tablename__ = "review_plan"
+    id: str = Field(primary_key=True, max_length=36)
+    batch_code: str = Field(foreign_key="batch.code", max_length=16)
+    as_of: date
+    policy: str = Field(sa_column=Column(Text, nullable=False), description="ReviewPolicy JSON")
+    coordinator: str = Field(max_length=128)
+    flow_run_id: str | None = Field(default=None, max_length=36)
+    created_at: datetime
+    touched_at: datetime
+    closed_at: datetime | None = None
+    outcome: str | None = Field(default=None, max_length=16)
+
+
+class ReviewChunk(SQLModel, table=True):
+    """One id window of one step of a plan: claimed by one worker (``FOR UPDATE SKIP
+    LOCKED``), worked and marked done in the same transaction as the window's moves."""
+
+    __tablename__ = "review_chunk"
+    __table_args__ = (
+        UniqueConstraint("plan_id", "step", "low", name="uq_review_chunk_window"),
+        Index("ix_review_chunk_open", "plan_id", "done_at", "step", "low"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    plan_id: str = Field(foreign_key="review_plan.id", max_length=36)
+    step: str = Field(max_length=32)
+    position: int = Field(description="the step's place in the run, 1 = district review")
+    low: int = Field(sa_column=Column(BigInteger, nullable=False))
+    high: int = Field(sa_column=Column(BigInteger, nullable=False))
+    done_at: datetime | None = None
+    worker: str | None = Field(default=None, max_length=128)
+    flow_run_id: str | None = Field(default=None, max_length=36)
+    seconds: float | None = None
+    result: str | None = Field(
+        default=None, sa_column=Column(Text), description="the window's moves and notes, JSON"
+    )
+
+
 def money_columns() -> tuple[str, ...]:
     return (
         "revenue_y1_fen",

@@ -231,13 +231,17 @@ def _move(
     )
 
 
+WindowBody = Callable[[Session, tuple[int, int], StepReport], None]
+
+
 def _each_window(
     ctx: StepContext,
     name: str,
     stages: tuple[Stage, ...],
-    body: Callable[[Session, tuple[int, int], StepReport], None],
+    body: WindowBody,
+    report: StepReport | None = None,
 ) -> StepReport:
-    report = StepReport(name)
+    report = report or StepReport(name)
     for window in _windows(ctx, *stages):
         with Session(ctx.engine, expire_on_commit=False) as session:
             body(session, window, report)
@@ -248,7 +252,7 @@ def _each_window(
 # --- district review -----------------------------------------------------------------
 
 
-def district_review(ctx: StepContext) -> StepReport:
+def _district_review_body(ctx: StepContext) -> WindowBody:
     """Open district review for new applications, then apply recorded district decisions."""
 
     def body(session: Session, window: tuple[int, int], report: StepReport) -> None:
@@ -297,7 +301,7 @@ def district_review(ctx: StepContext) -> StepReport:
             )
         )
 
-    return _each_window(ctx, "district_review", (Stage.SUBMITTED, Stage.DISTRICT_REVIEW), body)
+    return body
 
 
 # --- formal check --------------------------------------------------------------------
@@ -367,11 +371,12 @@ Verdict = tuple[int, int, str | None]
 _READ_CHUNK = 5_000
 
 
-def _screen_and_check(ctx: StepContext) -> tuple[int, list[Verdict]]:
+def _screen_and_check(ctx: StepContext, judge: bool = True) -> tuple[int, list[Verdict]]:
     """Flag applications now at formal check, screening them against the whole batch, and
     judge each one's formal rules from the same read; returns (flagged, verdicts).
 
     One pass over the batch serves both: reading 100,000 rows costs more than either.
+    With ``judge`` false only the screening is done (workers judge their own windows).
     """
     with Session(ctx.engine) as session:
         connection = session.connection()
@@ -434,7 +439,7 @@ def _screen_and_check(ctx: StepContext) -> tuple[int, list[Verdict]]:
         ):
             revenue = _years(revenue_y1, revenue_y2, revenue_y3)
             rd = _years(rd_y1, rd_y2, rd_y3)
-            if stage == at_formal_check:
+            if judge and stage == at_formal_check:
                 figures = eligibility.Figures(
                     registered_on,
                     applied_on,
@@ -538,6 +543,51 @@ def _screen_and_check(ctx: StepContext) -> tuple[int, list[Verdict]]:
         return len(updates), verdicts
 
 
+def _formal_check_body(ctx: StepContext) -> WindowBody:
+    """Judge the window's applications at formal check by the formal rules, and move them.
+
+    Used when the step's windows are shared out to workers: the screening has been done
+    batch-wide beforehand (``_screen_and_check(ctx, judge=False)``), so a window only
+    needs its own rows. Alone, ``formal_check`` judges from the screening's single read.
+    """
+
+    def body(session: Session, window: tuple[int, int], report: StepReport) -> None:
+        passed, failed = [], []
+        for row in session.connection().execute(
+            select(*_FIGURE_COLUMNS[:-2])
+            .join(Enterprise, Enterprise.credit_code == Application.credit_code)
+            .where(_in_window(Stage.FORMAL_CHECK, ctx, window))
+        ):
+            (app_id, version, _, registered_on, applied_on, tech_field, staff_total,
+             staff_tech, rev1, rev2, rev3, rd1, rd2, rd3, rd_domestic, hightech,
+             ip_class1, ip_class2, major_incident) = row  # fmt: skip
+            why = _formal_verdict(
+                eligibility.Figures(
+                    registered_on,
+                    applied_on,
+                    tech_field,
+                    staff_total,
+                    staff_tech,
+                    _years(rev1, rev2, rev3),
+                    _years(rd1, rd2, rd3),
+                    rd_domestic,
+                    hightech,
+                    ip_class1,
+                    ip_class2,
+                    major_incident,
+                )
+            )
+            if why is None:
+                passed.append((app_id, version, None, None))
+            else:
+                failed.append((app_id, version, why, None))
+        S = Stage
+        report.add(_move(session, ctx, S.FORMAL_CHECK, S.EXPERT_REVIEW, passed, RULES))
+        report.add(_move(session, ctx, S.FORMAL_CHECK, S.REJECTED, failed, RULES))
+
+    return body
+
+
 # --- expert review -------------------------------------------------------------------
 
 
@@ -546,9 +596,9 @@ def _panel_key(batch_code: str, credit_code: str) -> int:
     return int.from_bytes(hashlib.sha256(f"{batch_code}:{credit_code}".encode()).digest()[:6])
 
 
-def _panel_lock_key(batch_code: str) -> int:
-    """A signed 64-bit advisory-lock key for drawing the panels of one batch."""
-    digest = hashlib.sha256(f"hnte:panels:{batch_code}".encode()).digest()[:8]
+def _lock_key(purpose: str, name: str) -> int:
+    """A signed 64-bit PostgreSQL advisory-lock key for ``purpose`` on ``name``."""
+    digest = hashlib.sha256(f"hnte:{purpose}:{name}".encode()).digest()[:8]
     return int.from_bytes(digest, signed=True)
 
 
@@ -581,7 +631,7 @@ def draw_missing_panels(ctx: StepContext) -> int:
                 # window seated. (SQLite writers are serialised by the database lock.)
                 connection.execute(
                     text("SELECT pg_advisory_xact_lock(:key)"),
-                    {"key": _panel_lock_key(ctx.batch_code)},
+                    {"key": _lock_key("panels", ctx.batch_code)},
                 )
             waiting = connection.execute(
                 select(Application.id, Application.credit_code).where(
@@ -622,10 +672,8 @@ def _mean(total: int, count: int) -> Decimal:
     return (Decimal(total) / Decimal(count)).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
 
 
-def expert_review(ctx: StepContext) -> StepReport:
-    """Draw missing panels; decide every application whose panel has scored in full."""
-    report = StepReport("expert_review")
-    report.notes["panels_drawn"] = draw_missing_panels(ctx)
+def _expert_review_body(ctx: StepContext) -> WindowBody:
+    """Decide every application in the window whose panel has scored in full."""
     with Session(ctx.engine) as session:
         seed = session.get(Batch, ctx.batch_code).seed  # type: ignore[union-attr]
 
@@ -709,11 +757,7 @@ def expert_review(ctx: StepContext) -> StepReport:
         report.add(_move(session, ctx, S.EXPERT_REVIEW, S.APPROVAL, to_approval, RULES))
         report.add(_move(session, ctx, S.EXPERT_REVIEW, S.REJECTED, rejected, RULES))
 
-    for window in _windows(ctx, Stage.EXPERT_REVIEW):
-        with Session(ctx.engine, expire_on_commit=False) as session:
-            body(session, window, report)
-            _commit(session, "expert_review")
-    return report
+    return body
 
 
 def _why(code: str) -> str:
@@ -725,7 +769,7 @@ def _why(code: str) -> str:
 # --- inspection, approval ------------------------------------------------------------
 
 
-def onsite_inspection(ctx: StepContext) -> StepReport:
+def _onsite_inspection_body(ctx: StepContext) -> WindowBody:
     """Apply recorded inspection outcomes."""
 
     def body(session: Session, window: tuple[int, int], report: StepReport) -> None:
@@ -766,10 +810,10 @@ def onsite_inspection(ctx: StepContext) -> StepReport:
             )
         )
 
-    return _each_window(ctx, "onsite_inspection", (Stage.ONSITE_INSPECTION,), body)
+    return body
 
 
-def approval(ctx: StepContext) -> StepReport:
+def _approval_body(ctx: StepContext) -> WindowBody:
     """Apply recorded approvals: approved ones open their public notice today."""
     ends = notice_end(ctx.as_of, ctx.policy.notice_working_days)
 
@@ -806,7 +850,7 @@ def approval(ctx: StepContext) -> StepReport:
             )
         )
 
-    return _each_window(ctx, "approval", (Stage.APPROVAL,), body)
+    return body
 
 
 # --- public notice, objections, certification ----------------------------------------
@@ -824,7 +868,7 @@ def _upheld_objection() -> Any:
     )
 
 
-def public_notice(ctx: StepContext) -> StepReport:
+def _public_notice_body(ctx: StepContext) -> WindowBody:
     """Hold objected applications, settle resolved objections, certify finished notices."""
 
     def body(session: Session, window: tuple[int, int], report: StepReport) -> None:
@@ -907,7 +951,7 @@ def public_notice(ctx: StepContext) -> StepReport:
         if certified.moved:
             issue_certificates(session, ctx, certified)
 
-    return _each_window(ctx, "public_notice", (Stage.PUBLIC_NOTICE, Stage.OBJECTION_REVIEW), body)
+    return body
 
 
 def _plus_three_years(day: date) -> date:
@@ -923,6 +967,12 @@ def issue_certificates(session: Session, ctx: StepContext, certified: MoveResult
     fields = {"year": ctx.as_of.year, "province": policy.province_code}
     prefix = policy.certificate_pattern.split("{seq", 1)[0].format(**fields)
     connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        # Numbers are a count plus one: two writers (runs, or workers on other windows)
+        # take turns from here to their commit. SQLite's database lock does this already.
+        connection.execute(
+            text("SELECT pg_advisory_xact_lock(:key)"), {"key": _lock_key("certificates", prefix)}
+        )
     issued = connection.execute(
         select(func.count()).where(Certificate.number.startswith(prefix))  # type: ignore[attr-defined]
     ).scalar_one()
@@ -990,6 +1040,84 @@ def timed(step: Callable[[StepContext], StepReport]) -> Callable[[StepContext], 
     run.__name__ = step.__name__
     run.__doc__ = step.__doc__
     return run
+
+
+# --- the steps ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WindowedStep:
+    """A step as its parts: batch-wide work done once (``prepare``), then the same
+    ``body`` over every id window of the applications at ``stages``. Alone, one process
+    does both; with workers (``hnte.services.chunks``) the windows are shared out."""
+
+    name: str
+    stages: tuple[Stage, ...]
+    body: Callable[[StepContext], WindowBody]
+    prepare: Callable[[StepContext, StepReport], None] | None = None
+
+
+def _screen_only(ctx: StepContext, report: StepReport) -> None:
+    report.notes["flagged"] = _screen_and_check(ctx, judge=False)[0]
+
+
+def _draw_panels(ctx: StepContext, report: StepReport) -> None:
+    report.notes["panels_drawn"] = draw_missing_panels(ctx)
+
+
+WINDOWED: dict[str, WindowedStep] = {
+    step.name: step
+    for step in (
+        WindowedStep(
+            "district_review", (Stage.SUBMITTED, Stage.DISTRICT_REVIEW), _district_review_body
+        ),
+        WindowedStep("formal_check", (Stage.FORMAL_CHECK,), _formal_check_body, _screen_only),
+        WindowedStep("expert_review", (Stage.EXPERT_REVIEW,), _expert_review_body, _draw_panels),
+        WindowedStep("onsite_inspection", (Stage.ONSITE_INSPECTION,), _onsite_inspection_body),
+        WindowedStep("approval", (Stage.APPROVAL,), _approval_body),
+        WindowedStep(
+            "public_notice", (Stage.PUBLIC_NOTICE, Stage.OBJECTION_REVIEW), _public_notice_body
+        ),
+    )
+}
+
+
+def _alone(name: str) -> Callable[[StepContext], StepReport]:
+    step = WINDOWED[name]
+
+    def run(ctx: StepContext) -> StepReport:
+        report = StepReport(name)
+        if step.prepare is not None:
+            step.prepare(ctx, report)
+        return _each_window(ctx, name, step.stages, step.body(ctx), report)
+
+    run.__name__ = name
+    return run
+
+
+def district_review(ctx: StepContext) -> StepReport:
+    """Open district review for new applications, then apply recorded district decisions."""
+    return _alone("district_review")(ctx)
+
+
+def expert_review(ctx: StepContext) -> StepReport:
+    """Draw missing panels; decide every application whose panel has scored in full."""
+    return _alone("expert_review")(ctx)
+
+
+def onsite_inspection(ctx: StepContext) -> StepReport:
+    """Apply recorded inspection outcomes."""
+    return _alone("onsite_inspection")(ctx)
+
+
+def approval(ctx: StepContext) -> StepReport:
+    """Apply recorded approvals: approved ones open their public notice today."""
+    return _alone("approval")(ctx)
+
+
+def public_notice(ctx: StepContext) -> StepReport:
+    """Hold objected applications, settle resolved objections, certify finished notices."""
+    return _alone("public_notice")(ctx)
 
 
 STEPS: tuple[tuple[str, Callable[[StepContext], StepReport]], ...] = tuple(
