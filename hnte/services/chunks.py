@@ -254,15 +254,17 @@ def work_plan(
     )
     done = 0
     while True:
-        if _work_one(lambda: ctx, plan_id, worker, wait=False, step=None):
-            done += 1
-            continue
+        # Stop as soon as the coordinator has closed the plan (or died): windows it left
+        # open belong to a run that is over.
         plan = _plan(engine, plan_id)
         if plan is None or plan.closed_at is not None:
             return done
         if _now() - plan.touched_at > STALE_AFTER:
             return done
-        time.sleep(POLL_SECONDS)
+        if _work_one(lambda: ctx, plan_id, worker, wait=False, step=None):
+            done += 1
+        else:
+            time.sleep(POLL_SECONDS)
 
 
 def coordinate_step(
