@@ -16,6 +16,7 @@ import click
 import typer
 from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperGroup
 
 from hnte.config.settings import DEFAULT_DATABASE_URL, get_settings, redact_url
 from hnte.flows.cli_common import (
@@ -43,13 +44,57 @@ HELP = (
     "HNTE_CITY_FILE (default: the bundled Qingdao 2021 file)."
 )
 
-app = typer.Typer(
-    help=HELP,
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-    add_completion=False,
-)
+# Sub-CLI modules registered with ``_lazy``: command name -> (module, attribute).
+_LAZY: dict[str, tuple[str, str]] = {}
+_SETTINGS: dict[str, Any] = {
+    "pretty_exceptions_enable": False,
+    "rich_markup_mode": None,
+    "add_completion": False,
+}
+
+
+class _LazyGroup(TyperGroup):
+    """Imports a sub-CLI module only when its command runs (or help lists it), so that
+    ``hnte targets`` does not pay for the imports of ``hnte record``."""
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        if cmd_name not in self.commands and cmd_name in _LAZY:
+            self.commands[cmd_name] = _load(cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        for name in _LAZY:
+            self.get_command(ctx, name)
+        # As eager registration listed them: commands, then groups.
+        names = super().list_commands(ctx)
+        return [n for n in names if not _is_group(self.commands[n])] + [
+            n for n in names if _is_group(self.commands[n])
+        ]
+
+
+def _is_group(command: Any) -> bool:
+    return isinstance(command, TyperGroup)
+
+
+def _load(name: str) -> Any:
+    """The click command Typer would have built had ``name`` been registered eagerly."""
+    from importlib import import_module
+
+    module, attribute = _LAZY[name]
+    target = getattr(import_module(module), attribute)
+    holder = typer.Typer(**_SETTINGS)
+    if isinstance(target, typer.Typer):
+        holder.add_typer(target, name=name)
+    else:
+        holder.command(name)(target)
+    return typer.main.get_group(holder).commands[name]
+
+
+def _lazy(name: str, module: str, attribute: str) -> None:
+    _LAZY[name] = (module, attribute)
+
+
+app = typer.Typer(help=HELP, no_args_is_help=True, cls=_LazyGroup, **_SETTINGS)
 import_app = typer.Typer(help="导入申报名单 / import application lists", no_args_is_help=True)
 app.add_typer(import_app, name="import")
 
@@ -222,18 +267,14 @@ def list_applications(
 
 
 def _register_subcommands() -> None:
-    from hnte.flows.cli_backup import backup
-    from hnte.flows.cli_outbox import outbox_app
-    from hnte.flows.cli_record import record_app, template
-    from hnte.flows.cli_report import report
-    from hnte.flows.cli_targets import targets
-
-    app.add_typer(record_app, name="record")
-    app.add_typer(outbox_app, name="outbox")
-    app.command("template")(template)
-    app.command("targets")(targets)
-    app.command("report")(report)
-    app.command("backup")(backup)
+    # One line per command: name, module, the Typer app or function in it. The module is
+    # imported only when the command runs.
+    _lazy("record", "hnte.flows.cli_record", "record_app")
+    _lazy("outbox", "hnte.flows.cli_outbox", "outbox_app")
+    _lazy("template", "hnte.flows.cli_record", "template")
+    _lazy("targets", "hnte.flows.cli_targets", "targets")
+    _lazy("report", "hnte.flows.cli_report", "report")
+    _lazy("backup", "hnte.flows.cli_backup", "backup")
 
 
 batch_app = typer.Typer(help="批次审核流程 / batch review flow", no_args_is_help=True)

@@ -51,11 +51,14 @@ def progress_bar() -> Progress:
 
 
 def engine():  # type: ignore[no-untyped-def]
+    from sqlalchemy import inspect
+
     from hnte.models.db import get_engine
-    from hnte.models.migrate import is_initialised
 
     eng = get_engine()
-    if not is_initialised(eng):
+    # hnte.models.migrate.is_initialised, without importing Alembic (0.1-0.2 s) for a
+    # command that only reads.
+    if not inspect(eng).has_table("alembic_version"):
         raise UserError(
             "数据库尚未初始化，请先运行 hnte init / the database is not initialised: run hnte init"
         )
