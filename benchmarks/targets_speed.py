@@ -3,8 +3,9 @@
 Loads a generated register into a fresh database — certificates issued since 1999 in
 renewal chains (default 1,000,000), applications in batches since 2014 (default 200,000)
 with the stage events of their paths — then times, in this process, each query behind
-``hnte targets`` and the whole of what the command asks the database for
-(``city_figures`` + ``still_to_renew``); then the command itself in a child process.
+``hnte targets`` and the whole of what the command asks the database for (``--json``:
+``still_to_renew`` and ``city_figures`` counting from it; the table: ``city_figures``); then
+the command itself in a child process, both ways.
 
     python benchmarks/targets_speed.py --db sqlite
     python benchmarks/targets_speed.py --db postgres            # HNTE_BENCH_PG_URL or local
@@ -282,19 +283,30 @@ def time_queries(engine: Engine, repeat: int) -> dict[str, Any]:
     }
 
     def command(s: Any) -> Any:
-        figures = q.city_figures(s, year=YEAR, as_of=AS_OF, city=city)
+        """``hnte targets --json`` (and ``--due-csv``): the list, and the counts from it."""
         due = q.still_to_renew(s, year=YEAR, as_of=AS_OF)
+        figures = q.city_figures(s, year=YEAR, as_of=AS_OF, city=city, due=due)
         return figures, due
+
+    def command_table(s: Any) -> Any:
+        """``hnte targets``: the figures only."""
+        return q.city_figures(s, year=YEAR, as_of=AS_OF, city=city)
 
     timings: dict[str, list[float]] = {}
     results: dict[str, Any] = {}
     for _ in range(repeat):
-        for name, step in [*steps.items(), ("command", command)]:
+        for name, step in [
+            *steps.items(),
+            ("command", command),
+            ("command_table", command_table),
+        ]:
             with unit_of_work(engine) as session:
                 started = time.perf_counter()
                 results[name] = step(session)
                 timings.setdefault(name, []).append(time.perf_counter() - started)
     figures, due = results["command"]
+    if results["command_table"] != figures:
+        raise SystemExit("the table's figures differ from the JSON's")
     return {
         "first_s": {k: round(v[0], 3) for k, v in timings.items()},
         "best_s": {k: round(min(v), 3) for k, v in timings.items()},
@@ -311,18 +323,21 @@ def time_queries(engine: Engine, repeat: int) -> dict[str, Any]:
     }
 
 
-def time_command(url: str) -> dict[str, float]:
-    """``hnte targets --json`` as a user runs it, and bare interpreter + CLI import for scale."""
+def time_command(url: str, repeat: int) -> dict[str, float]:
+    """``hnte targets`` and ``hnte targets --json`` as a user runs them, and bare interpreter
+    + CLI import for scale; best of ``repeat``."""
     env = {**os.environ, "HNTE_DATABASE_URL": url, "PYTHONPATH": str(ROOT)}
     env.setdefault("PREFECT_HOME", str(ROOT / ".work" / "bench" / "prefect"))
     env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
     out: dict[str, float] = {}
+    targets = ["-m", "hnte.flows.cli", "targets", "--as-of", AS_OF.isoformat()]
     for label, args in (
         ("import_s", ["-c", "import hnte.flows.cli"]),
-        ("command_s", ["-m", "hnte.flows.cli", "targets", "--json", "--as-of", AS_OF.isoformat()]),
+        ("command_s", [*targets, "--json"]),
+        ("command_table_s", targets),
     ):
         best = float("inf")
-        for _ in range(2):
+        for _ in range(repeat):
             started = time.perf_counter()
             done = subprocess.run(
                 [sys.executable, *args], env=env, capture_output=True, text=True, check=False
@@ -345,12 +360,22 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--seed", type=int, default=2021)
     parser.add_argument("--keep", action="store_true", help="keep the database, print its URL")
+    parser.add_argument(
+        "--reuse", metavar="URL", help="time a database kept with --keep; build nothing"
+    )
     args = parser.parse_args()
 
     from hnte.config.city import load_city
     from hnte.models.db import make_engine
     from hnte.services.setup import init_database
 
+    if args.reuse:
+        args.db = "sqlite" if args.reuse.startswith("sqlite") else "postgres"
+        engine = make_engine(args.reuse)
+        queries = time_queries(engine, args.repeat)
+        engine.dispose()
+        report(args, queries, time_command(args.reuse, args.repeat), loaded=None)
+        return
     city = load_city()
     started = time.perf_counter()
     rows = generate(
@@ -376,7 +401,7 @@ def main() -> None:
         print(f"loaded in {loaded:.1f}s", flush=True)
         queries = time_queries(engine, args.repeat)
         engine.dispose()
-        command = time_command(url)
+        command = time_command(url, args.repeat)
     finally:
         engine.dispose()
         if args.keep:
@@ -385,14 +410,25 @@ def main() -> None:
             drop()
             if args.db == "sqlite":
                 Path(url.removeprefix("sqlite:///")).unlink(missing_ok=True)
+    report(args, queries, command, loaded=loaded)
+
+
+def report(
+    args: argparse.Namespace,
+    queries: dict[str, Any],
+    command: dict[str, float],
+    *,
+    loaded: float | None,
+) -> None:
     figures = {
         "db": args.db,
         "certificates": args.certificates,
         "applications": args.applications,
-        "load_s": round(loaded, 1),
+        "load_s": None if loaded is None else round(loaded, 1),
         "queries_first_s": queries["first_s"],
         "queries_best_s": queries["best_s"],
         "command_queries_s": queries["best_s"]["command"],
+        "command_table_queries_s": queries["best_s"]["command_table"],
         **command,
         "check": queries["check"],
         "machine": f"{platform.machine()}, {os.cpu_count()} cores,"
@@ -404,6 +440,7 @@ def main() -> None:
         f"  hnte targets --json (child)  {command['command_s']:8.3f} s"
         f"  (python + import alone {command['import_s']:.3f} s)"
     )
+    print(f"  hnte targets (child)         {command['command_table_s']:8.3f} s")
     print(json.dumps(figures, ensure_ascii=False))
 
 

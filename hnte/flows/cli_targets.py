@@ -1,16 +1,22 @@
 """``hnte targets``: stock, net increase and year-end projection against the annual target.
 
 Registered on the main app by ``hnte.flows.cli`` (``app.command("targets")(targets)``).
+
+On screen it is the totals: one row per district and the city, with how many
+enterprises are still to renew. The still-to-renew list itself (16,000 lines in a city
+of a million certificates) is a work list, not a summary: ``--due-csv FILE`` writes it
+for Excel, ``--json`` carries it in full for scripts, and ``hnte report`` puts it in the
+workbook.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from datetime import date
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.table import Table
 
 from hnte.flows.cli_common import AsOfOpt, JsonOpt, UserError, console, engine, print_json, today
 from hnte.models.targets import CityFigures, DistrictFigures, year_share
@@ -21,37 +27,53 @@ if TYPE_CHECKING:
 YearOpt = Annotated[
     int | None, typer.Option("--year", "-y", help="target year (default: the city file's year)")
 ]
-SHOWN = 10  # still-to-renew lines shown per district; --json lists them all
+DueCsvOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--due-csv",
+        help="also write the full still-to-renew list (待重新认定名单) here, as CSV for Excel",
+    ),
+]
 
 
-def targets(year: YearOpt = None, as_of: AsOfOpt = None, as_json: JsonOpt = False) -> None:
+def targets(
+    year: YearOpt = None,
+    as_of: AsOfOpt = None,
+    as_json: JsonOpt = False,
+    due_csv: DueCsvOpt = None,
+) -> None:
     """年度目标进度与年末预测 / stock, net increase and year-end projection vs the target."""
     from hnte.config.city import load_city
     from hnte.config.settings import get_settings
     from hnte.models.db import unit_of_work
     from hnte.models.target_queries import city_figures, still_to_renew, targets_for
 
+    if due_csv is not None:
+        _check_csv_path(due_csv)
     city = load_city(get_settings().city_file)
     year = year or city.city.year
     day = _business_day(year, as_of.date() if as_of else None)
+    listed = as_json or due_csv is not None
     with unit_of_work(engine()) as session:
         if year != city.city.year and not targets_for(session, year=year):
             raise UserError(
                 f"没有 {year} 年度的目标（城市配置文件为 {city.city.year} 年度）"
                 f" / no targets for {year}"
             )
-        figures = city_figures(session, year=year, as_of=day, city=city)
-        due = still_to_renew(session, year=year, as_of=day)
-    by_district: dict[str, list[RenewalDue]] = defaultdict(list)
-    for line in due:
-        by_district[line.district_code].append(line)
+        # The list, when it is wanted, also gives the counts: one pass, not two.
+        due = still_to_renew(session, year=year, as_of=day) if listed else None
+        figures = city_figures(session, year=year, as_of=day, city=city, due=due)
+    if due_csv is not None:
+        _write_due_csv(due_csv, figures, due or [])
     tolerance = city.projection.late_tolerance_percent
     if as_json:
+        by_district: dict[str, list[RenewalDue]] = defaultdict(list)
+        for line in due or []:
+            by_district[line.district_code].append(line)
         print_json(_as_json(figures, by_district, tolerance))
         return
     _print_table(figures, tolerance)
-    for d in figures.ranked():
-        _print_due(d, by_district.get(d.code, []))
+    _print_due_hint(figures, due_csv)
 
 
 def _business_day(year: int, given: date | None) -> date:
@@ -74,6 +96,8 @@ def status_zh(d: DistrictFigures, as_of: date, tolerance: float) -> str:
 
 
 def _print_table(figures: CityFigures, tolerance: float) -> None:
+    from rich.table import Table
+
     as_of = figures.as_of
     table = Table(
         title=f"{figures.total.name} {figures.year} 年度高企目标进度（截至 {as_of}）/ targets",
@@ -120,19 +144,44 @@ def _print_table(figures: CityFigures, tolerance: float) -> None:
     console.print(table)
 
 
-def _print_due(d: DistrictFigures, lines: list[RenewalDue]) -> None:
-    if not lines:
-        return
-    table = Table(title=f"{d.name} 待重新认定（到期未续）/ expiring, not renewed")
-    for header in ("统一社会信用代码", "企业名称", "证书编号", "到期日"):
-        table.add_column(header)
-    for line in lines[:SHOWN]:
-        table.add_row(
-            line.credit_code, line.name, line.certificate_number, line.expires_on.isoformat()
+def _print_due_hint(figures: CityFigures, written: Path | None) -> None:
+    total = figures.total.expiring_unrenewed
+    if written is not None:
+        console.print(f"待重新认定名单（{total} 家）已写入 / still-to-renew list: {written}")
+    elif total:
+        console.print(
+            f"待重新认定共 {total} 家；名单：hnte targets --due-csv 文件.csv，"
+            f"或 --json、hnte report --xlsx / list: --due-csv FILE"
         )
-    console.print(table)
-    if len(lines) > SHOWN:
-        console.print(f"…共 {len(lines)} 家（另有 {len(lines) - SHOWN} 家未列出，见 --json）")
+
+
+def _check_csv_path(path: Path) -> None:
+    if path.suffix.lower() != ".csv":
+        raise UserError(f"{path} 的扩展名应为 .csv / {path} should end in .csv")
+    if not path.parent.is_dir():
+        raise UserError(f"目录不存在：{path.parent} / no such folder: {path.parent}")
+
+
+def _write_due_csv(path: Path, figures: CityFigures, due: list[RenewalDue]) -> None:
+    """UTF-8 with BOM so that Excel reads the Chinese; names cannot run as formulas."""
+    import csv
+
+    from hnte.services.tabular import neutralise_cell
+
+    names = {d.code: d.name for d in figures.districts}
+    with path.open("w", encoding="utf-8-sig", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(("区市", "统一社会信用代码", "企业名称", "证书编号", "到期日"))
+        writer.writerows(
+            (
+                names.get(line.district_code, line.district_code),
+                line.credit_code,
+                neutralise_cell(line.name),
+                line.certificate_number,
+                line.expires_on.isoformat(),
+            )
+            for line in due
+        )
 
 
 def _figures_json(d: DistrictFigures, as_of: date, tolerance: float) -> dict[str, Any]:

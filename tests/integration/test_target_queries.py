@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import codecs
+import csv
+import io
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
+from pathlib import Path
 
 import pytest
 import typer
@@ -24,8 +31,11 @@ from hnte.models.target_queries import (
     pipeline_by_district,
     rate_table,
     recognitions_by_district,
+    renewal_counts,
     still_to_renew,
+    still_to_renew_counts,
     stock_by_district,
+    stock_on_two_days,
 )
 from hnte.models.targets import DistrictFigures, chance_of_certification
 
@@ -256,6 +266,24 @@ def test_still_to_renew_lists_expiring_certificates_nobody_has_renewed(world: Wo
     ] == [j]
     d = figures_of(world)
     assert (d.expiring_unrenewed, d.expiring_ahead) == (5, 4)
+    counted = still_to_renew_counts(world.session, year=YEAR, as_of=AS_OF)
+    assert counted == {SHINAN: (5, 4), SHIBEI: (1, 1)}
+    assert renewal_counts(due, as_of=AS_OF) == counted
+    with_list = district_figures(world.session, year=YEAR, as_of=AS_OF, city=CITY, due=due)
+    assert with_list == district_figures(world.session, year=YEAR, as_of=AS_OF, city=CITY)
+
+
+def test_the_stock_on_two_days_is_the_stock_on_each(world: World) -> None:
+    world.certificate(1, date(2018, 8, 1))  # both days
+    world.certificate(1, date(2021, 5, 10))  # renewed early: counted once
+    world.certificate(2, date(2018, 3, 1))  # last year end only
+    world.certificate(3, date(2021, 2, 1), district=SHIBEI)  # AS_OF only: none there before
+    world.certificate(4, date(2019, 4, 1), revoked=date(2021, 4, 1))  # last year end only
+    world.certificate(5, date(2017, 12, 31))  # expired on last year end itself
+    world.certificate(6, date(2021, 7, 1))  # neither
+    now, start = stock_on_two_days(world.session, days=(AS_OF, LAST_YEAR_END))
+    assert now == stock_by_district(world.session, on=AS_OF) == {SHINAN: 1, SHIBEI: 1}
+    assert start == stock_by_district(world.session, on=LAST_YEAR_END) == {SHINAN: 3}
 
 
 def test_pipeline_counts_open_applications_of_the_year_by_district_and_stage(
@@ -417,7 +445,7 @@ def test_targets_json_reports_every_figure_and_the_full_still_to_renew_list(
     assert data["districts"][0]["rank"] == 1
 
 
-def test_targets_table_shows_ten_lines_per_district_and_the_count(
+def test_targets_table_shows_the_totals_and_where_to_find_the_list(
     engine: Engine, settings_env: str
 ) -> None:
     with Session(engine) as session:
@@ -427,9 +455,69 @@ def test_targets_table_shows_ten_lines_per_district_and_the_count(
         session.commit()
     result = CliRunner().invoke(_cli(), ["targets", "--as-of", "2021-06-30"])
     assert result.exit_code == 0, result.output
-    assert "市南区" in result.stdout and "待重新认定" in result.stdout
-    assert "…共 12 家" in result.stdout
-    assert result.stdout.count("2021-09-01") == 10
+    assert "年度高企目标进度" in result.stdout
+    assert "待重新认定共 12 家" in result.stdout and "--due-csv" in result.stdout
+    assert "2021-09-01" not in result.stdout  # the list is not on screen
+
+
+def test_targets_due_csv_writes_the_whole_list_for_excel(
+    engine: Engine, settings_env: str, tmp_path: Path
+) -> None:
+    with Session(engine) as session:
+        w = World(session)
+        w.enterprise(0, name="=HYPERLINK(1)")
+        for n in range(12):
+            w.certificate(n, date(2018, 9, 1))
+        w.certificate(20, date(2018, 10, 1), district=SHIBEI)
+        session.commit()
+    path = tmp_path / "due.csv"
+    result = CliRunner().invoke(
+        _cli(), ["targets", "--as-of", "2021-06-30", "--due-csv", str(path)]
+    )
+    assert result.exit_code == 0, result.output
+    assert str(path) in result.stdout.replace("\n", "")
+    raw = path.read_bytes()
+    assert raw.startswith(codecs.BOM_UTF8)
+    rows = list(csv.reader(io.StringIO(raw.decode("utf-8-sig"))))
+    assert rows[0] == ["区市", "统一社会信用代码", "企业名称", "证书编号", "到期日"]
+    assert len(rows) == 1 + 13
+    assert rows[1] == ["市南区", code(0), "'=HYPERLINK(1)", "GR20183700001", "2021-09-01"]
+    assert rows[-1][:2] == ["市北区", code(20)]
+
+
+def test_targets_due_csv_must_be_a_csv_in_an_existing_folder(
+    engine: Engine, settings_env: str, tmp_path: Path
+) -> None:
+    for path in (tmp_path / "due.xlsx", tmp_path / "missing" / "due.csv"):
+        result = CliRunner().invoke(_cli(), ["targets", "--due-csv", str(path)])
+        assert result.exit_code != 0
+        assert isinstance(result.exception, UserError)
+        assert not path.exists()
+
+
+def test_hnte_targets_imports_neither_prefect_nor_alembic_nor_other_commands(
+    engine: Engine, db_url: str
+) -> None:
+    script = (
+        "import sys\n"
+        "sys.argv = ['hnte', 'targets', '--as-of', '2021-06-30', '--json']\n"
+        "from hnte.flows import cli\n"
+        "try:\n"
+        "    cli.main()\n"
+        "except SystemExit as e:\n"
+        "    assert not e.code, e.code\n"
+        "sys.stderr.write(' '.join(sorted(sys.modules)))\n"
+    )
+    env = {**os.environ, "HNTE_DATABASE_URL": db_url}
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout)["year"] == 2021
+    loaded = done.stderr.split()
+    assert "hnte.flows.cli_targets" in loaded
+    for unwanted in ("prefect", "alembic", "hnte.flows.cli_record", "hnte.services.decisions"):
+        assert unwanted not in loaded
 
 
 def test_targets_refuses_an_as_of_outside_the_year(engine: Engine, settings_env: str) -> None:
