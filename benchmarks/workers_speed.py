@@ -182,7 +182,12 @@ def main() -> None:
             finally:
                 for w in workers:
                     w.terminate()
-                    w.wait(timeout=30)
+                for w in workers:
+                    try:
+                        w.wait(timeout=30)
+                    except subprocess.TimeoutExpired:
+                        w.kill()
+                        w.wait()
                 drop()
     finally:
         server.terminate()
