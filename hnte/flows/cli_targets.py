@@ -152,8 +152,8 @@ def _print_due_hint(figures: CityFigures, written: Path | None) -> None:
         console.print(f"待重新认定名单（{total} 家）已写入 / still-to-renew list: {written}")
     elif total:
         console.print(
-            f"待重新认定共 {total} 家；名单：hnte targets --due-csv 文件.csv，"
-            f"或 --json、hnte report --xlsx / list: --due-csv FILE"
+            f"待重新认定共 {total} 家，名单用 --due-csv 文件.csv 写出（或 --json、hnte report）"
+            f" / {total} still to renew: --due-csv FILE writes the list"
         )
 
 
