@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from email.utils import parseaddr
 from typing import Any
 
-from sqlalchemy import Select, or_, select, update
+from sqlalchemy import Connection, Select, Update, bindparam, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
@@ -166,11 +166,11 @@ def claim(
     return _rows(session, select(OutboxMessage).where(c.id.in_(ids)).order_by(c.id))
 
 
-def release(session: Session, ids: Sequence[int], *, now: datetime) -> int:
+def release(db: Session | Connection, ids: Sequence[int], *, now: datetime) -> int:
     """Give claimed rows back unsent and due at once (the server could not be reached)."""
     if not ids:
         return 0
-    result = session.connection().execute(
+    result = _connection(db).execute(
         update(outbox)
         .where(c.id.in_(list(ids)), c.status == OutboxStatus.QUEUED.value)
         .values(next_attempt_at=now)
@@ -178,33 +178,50 @@ def release(session: Session, ids: Sequence[int], *, now: datetime) -> int:
     return int(result.rowcount)
 
 
-def _mark(session: Session, row_id: int, **values: Any) -> bool:
+def _connection(db: Session | Connection) -> Connection:
+    return db if isinstance(db, Connection) else db.connection()
+
+
+def _marking(**values: Any) -> Update:
     # Only a queued row changes: an operator may have edited it while it was in flight.
-    result = session.connection().execute(
+    return (
         update(outbox)
-        .where(c.id == row_id, c.status == OutboxStatus.QUEUED.value)
+        .where(c.id == bindparam("row_id"), c.status == OutboxStatus.QUEUED.value)
         .values(attempts=c.attempts + 1, **values)
     )
+
+
+# Built once: the dispatcher marks every message it sends, and building and hashing a
+# fresh UPDATE each time cost more than running it.
+_SENT = _marking(
+    status=OutboxStatus.SENT.value, sent_at=bindparam("at"), last_error=bindparam("error")
+)
+_RETRY = _marking(next_attempt_at=bindparam("at"), last_error=bindparam("error"))
+_FAILED = _marking(status=OutboxStatus.FAILED.value, last_error=bindparam("error"))
+
+
+def _mark(db: Session | Connection, statement: Update, **params: Any) -> bool:
+    result = _connection(db).execute(statement, params)
     return bool(result.rowcount == 1)
 
 
-def mark_sent(session: Session, row_id: int, *, now: datetime, note: str | None = None) -> bool:
+def mark_sent(
+    db: Session | Connection, row_id: int, *, now: datetime, note: str | None = None
+) -> bool:
     """The server accepted the message (``note``: recipients it refused, if any)."""
-    return _mark(session, row_id, status=OutboxStatus.SENT.value, sent_at=now, last_error=note)
+    return _mark(db, _SENT, row_id=row_id, at=now, error=note)
 
 
 def mark_retry(
-    session: Session, row_id: int, *, now: datetime, error: str, backoff: float
+    db: Session | Connection, row_id: int, *, now: datetime, error: str, backoff: float
 ) -> bool:
     """A temporary failure: try again ``backoff`` seconds after ``now``."""
-    return _mark(
-        session, row_id, next_attempt_at=now + timedelta(seconds=backoff), last_error=error
-    )
+    return _mark(db, _RETRY, row_id=row_id, at=now + timedelta(seconds=backoff), error=error)
 
 
-def mark_failed(session: Session, row_id: int, *, error: str) -> bool:
+def mark_failed(db: Session | Connection, row_id: int, *, error: str) -> bool:
     """A permanent failure, kept with the reason until an operator calls ``retry_failed``."""
-    return _mark(session, row_id, status=OutboxStatus.FAILED.value, last_error=error)
+    return _mark(db, _FAILED, row_id=row_id, error=error)
 
 
 def retry_failed(

@@ -1,10 +1,12 @@
 """The dispatcher: send due outbox rows over one SMTP connection and record each outcome.
 
 Rows are claimed in chunks (``outbox.claim``: not due again for ``HOLD``), so two
-dispatchers never send the same row. Each message's status is committed as soon as the
-server has answered for it, so a crash never loses a message and can resend at most the
-one whose answer it was writing (with the same Message-ID, which mail clients use to drop
-the copy); unsent claimed rows are given back at once, or become due after ``HOLD``.
+dispatchers never send the same row. Each message's status is committed once the server
+has answered for it and before the next message's DATA (on PostgreSQL the commit runs
+while the next envelope, MAIL and RCPT, goes), so a crash never loses a message and can
+resend at most the one whose answer it was writing (with the same Message-ID, which mail
+clients use to drop the copy); unsent claimed rows are given back at once, or become due
+after ``HOLD``.
 
 Outcomes, from the server's answer:
 - accepted (2xx) → sent;
@@ -28,6 +30,7 @@ import smtplib
 import ssl
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.header import Header
@@ -36,8 +39,10 @@ from email.policy import SMTP as SMTP_POLICY
 from email.utils import format_datetime, formataddr, parseaddr
 from functools import lru_cache
 from types import TracebackType
+from typing import Any
 from zoneinfo import ZoneInfo
 
+from sqlalchemy import Connection as DbConnection
 from sqlalchemy import Engine
 from sqlmodel import Session
 
@@ -217,7 +222,7 @@ def _addresses(items: list[str]) -> str | None:
 
 @lru_cache(maxsize=4096)  # the same liaisons, over and over
 def _address(item: str) -> str | None:
-    name, address = parseaddr(item)
+    name, address = _parse(item)
     if not address or not _plain(address) or "=?" in name:
         return None
     return formataddr((name, address), charset="utf-8")
@@ -234,10 +239,37 @@ def _base64_lines(body: str) -> str:
 
 def envelope_recipients(row: OutboxMessage) -> list[str]:
     addresses = outbox.split_addresses(row.recipients) + outbox.split_addresses(row.cc)
-    return [parseaddr(a)[1] if "<" in a else a for a in addresses]
+    return [_parse(a)[1] if "<" in a else a for a in addresses]
+
+
+@lru_cache(maxsize=4096)  # parsed once for the To header and once for RCPT TO
+def _parse(item: str) -> tuple[str, str]:
+    return parseaddr(item)
 
 
 # -- the connection ------------------------------------------------------------------
+
+
+class _BeforeData:
+    """smtplib's client with a hook run just before DATA: up to there the server has taken
+    nothing of the message (MAIL and RCPT only announce it), so work that must finish
+    before it goes, such as committing the previous outcome, can overlap the envelope."""
+
+    before_data: Callable[[], object] | None = None
+
+    def data(self, msg: bytes | str) -> tuple[int, bytes]:
+        hook, self.before_data = self.before_data, None
+        if hook is not None:
+            hook()
+        return super().data(msg)  # type: ignore[misc]
+
+
+class _SMTP(_BeforeData, smtplib.SMTP):
+    pass
+
+
+class _SMTP_SSL(_BeforeData, smtplib.SMTP_SSL):  # noqa: N801 - smtplib's name
+    pass
 
 
 class Connection:
@@ -245,7 +277,7 @@ class Connection:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.smtp: smtplib.SMTP | None = None
+        self.smtp: _SMTP | _SMTP_SSL | None = None
         self.opened = 0
         self.drops_in_a_row = 0
 
@@ -253,7 +285,7 @@ class Connection:
     def alive(self) -> bool:
         return self.smtp is not None and self.smtp.sock is not None
 
-    def open(self) -> smtplib.SMTP:
+    def open(self) -> _SMTP | _SMTP_SSL:
         s = self.settings
         # The sender's domain as the EHLO name: socket.getfqdn() can stall on DNS here.
         helo = s.smtp_sender.rpartition("@")[2] or "localhost"
@@ -261,7 +293,7 @@ class Connection:
         context = ssl.create_default_context() if s.smtp_ssl or s.smtp_starttls else None
         try:
             if s.smtp_ssl:
-                smtp: smtplib.SMTP = smtplib.SMTP_SSL(
+                smtp: _SMTP | _SMTP_SSL = _SMTP_SSL(
                     s.smtp_host,
                     s.smtp_port,
                     local_hostname=helo,
@@ -269,9 +301,7 @@ class Connection:
                     context=context,
                 )
             else:
-                smtp = smtplib.SMTP(
-                    s.smtp_host, s.smtp_port, local_hostname=helo, timeout=s.smtp_timeout
-                )
+                smtp = _SMTP(s.smtp_host, s.smtp_port, local_hostname=helo, timeout=s.smtp_timeout)
         except (smtplib.SMTPException, OSError) as e:
             raise SmtpUnavailable(
                 f"无法连接邮件服务器 / cannot connect to {s.smtp_host}:{s.smtp_port}: "
@@ -304,15 +334,27 @@ class Connection:
         self.opened += 1
         return smtp
 
-    def send(self, msg: EmailMessage | bytes, sender: str, recipients: Sequence[str]) -> dict:
+    def send(
+        self,
+        msg: EmailMessage | bytes,
+        sender: str,
+        recipients: Sequence[str],
+        *,
+        before_data: Callable[[], object] | None = None,
+    ) -> dict:
         """Send one message (built, or already the bytes to send); returns the recipients
-        the server refused while taking it."""
+        the server refused while taking it. ``before_data`` runs after RCPT, before DATA
+        (not at all if the server refuses the envelope); what it raises ends the send."""
         smtp = self.smtp if self.alive else self.open()
         assert smtp is not None
-        if isinstance(msg, bytes):
-            # What send_message does once it has flattened a message with ASCII addresses.
-            return smtp.sendmail(sender, list(recipients), msg)
-        return smtp.send_message(msg, from_addr=sender, to_addrs=list(recipients))
+        smtp.before_data = before_data
+        try:
+            if isinstance(msg, bytes):
+                # What send_message does once it has flattened a message with ASCII addresses.
+                return smtp.sendmail(sender, list(recipients), msg)
+            return smtp.send_message(msg, from_addr=sender, to_addrs=list(recipients))
+        finally:
+            smtp.before_data = None
 
     def close(self) -> None:
         if self.smtp is not None:
@@ -372,6 +414,65 @@ def is_permanent(e: BaseException) -> bool:
 # -- the dispatcher ------------------------------------------------------------------
 
 
+# Databases a round trip away: there, committing an outcome is mostly waiting (for the
+# server, and PostgreSQL's WAL flush), which a worker thread can do while the next
+# envelope goes. SQLite commits in this process (WAL, synchronous=NORMAL: no fsync), so
+# handing it to a thread only adds the hand-over.
+OVERLAPPED = frozenset({"postgresql"})
+
+
+class _Outcomes:
+    """Commits each message's outcome, on PostgreSQL while the next envelope goes.
+
+    ``wait`` is the barrier: ``dispatch`` passes it as the next message's ``before_data``
+    and calls it before any other use of the database, so an outcome is always committed
+    before the next message's DATA (a crash still resends at most the one message whose
+    outcome was being written), yet its round trip to the database overlaps MAIL and RCPT.
+    """
+
+    def __init__(self, db: DbConnection) -> None:
+        self.db = db
+        self.worker = (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox-outcomes")
+            if db.dialect.name in OVERLAPPED
+            else None
+        )
+        self.pending: Future[None] | None = None
+        self.committed = 0  # outcomes known to be committed
+
+    def record(self, mark: Callable[..., object], *args: Any, **kwargs: Any) -> None:
+        """Run ``mark(db, *args, **kwargs)`` and commit it, after the previous outcome."""
+        self.wait()
+        if self.worker is None:
+            self._commit(mark, args, kwargs)
+            self.committed += 1
+        else:
+            self.pending = self.worker.submit(self._commit, mark, args, kwargs)
+
+    def _commit(self, mark: Callable[..., object], args: Any, kwargs: Any) -> None:
+        mark(self.db, *args, **kwargs)
+        self.db.commit()
+
+    def wait(self) -> None:
+        """Return once the last outcome is committed; raise what committing it raised."""
+        pending, self.pending = self.pending, None
+        if pending is not None:
+            pending.result()
+            self.committed += 1
+
+    def settle(self) -> None:
+        """Wait for the last outcome without raising (the run is failing already)."""
+        try:
+            self.wait()
+        except BaseException:  # noqa: BLE001 - the original error is what matters
+            pass
+
+    def close(self) -> None:
+        self.settle()
+        if self.worker is not None:
+            self.worker.shutdown()
+
+
 def dispatch(
     engine: Engine,
     settings: Settings,
@@ -380,7 +481,8 @@ def dispatch(
     limit: int = 10_000,
     max_attempts: int = 8,
 ) -> DispatchReport:
-    """Send up to ``limit`` due messages over one connection; commit each outcome at once.
+    """Send up to ``limit`` due messages over one connection; commit each outcome before
+    the next message goes.
 
     ``now`` pins the clock (tests); by default each timestamp is the real time it happened.
     """
@@ -394,40 +496,57 @@ def dispatch(
     with unit_of_work(engine) as session:
         if not outbox.due(session, now=clock(), limit=1):
             return report  # nothing due: no connection to the mail server at all
-    with unit_of_work(engine) as session, Connection(settings) as connection:
-        remaining, stop = limit, False
-        while remaining > 0 and not stop:
-            rows = outbox.claim(session, now=clock(), limit=min(CHUNK, remaining), hold=HOLD)
-            session.commit()
-            if not rows:
-                break
-            claimed_at, done = time.monotonic(), 0  # done: rows whose outcome is committed
-            try:
-                for row in rows:
-                    # Stop well before the claim runs out, or another dispatcher could take
-                    # these rows; the next claim picks them up again.
-                    if time.monotonic() - claimed_at > HOLD.total_seconds() / 2:
-                        break
-                    try:
-                        stop = _send_one(
-                            session, connection, row, settings, clock, max_attempts, report, secret
-                        )
-                    except SmtpUnavailable as e:
-                        error = f"{_scrub(str(e), secret)}；{STAYS_QUEUED}"
-                        log.warning("%s", error)
-                        report.errors.append(error)
-                        stop = True
-                        break
-                    done += 1
-                    if stop:
-                        break
-            except BaseException:
-                _give_back(session, rows[done:], clock())  # Ctrl-C, a database error
-                raise
-            remaining -= done
-            if done < len(rows):
-                outbox.release(session, [r.id for r in rows[done:] if r.id], now=clock())
+    # One database connection for the whole run, in autocommit: every statement here (a
+    # claim, a mark, a release) is one UPDATE, committed by the time it returns, so there
+    # is no BEGIN and COMMIT round trip, nor a pool checkout (and PostgreSQL's pre-ping),
+    # per message.
+    with (
+        engine.connect().execution_options(isolation_level="AUTOCOMMIT") as db,
+        Session(db, expire_on_commit=False) as session,
+        Connection(settings) as connection,
+    ):
+        outcomes = _Outcomes(db)
+        try:
+            remaining, stop = limit, False
+            while remaining > 0 and not stop:
+                rows = outbox.claim(
+                    session, now=clock(), limit=min(CHUNK, remaining), hold=HOLD
+                )
                 session.commit()
+                if not rows:
+                    break
+                claimed_at, before = time.monotonic(), outcomes.committed
+                try:
+                    for row in rows:
+                        # Stop well before the claim runs out, or another dispatcher could
+                        # take these rows; the next claim picks them up again.
+                        if time.monotonic() - claimed_at > HOLD.total_seconds() / 2:
+                            break
+                        try:
+                            stop = _send_one(
+                                outcomes, connection, row, settings, clock, max_attempts,
+                                report, secret,
+                            )
+                        except SmtpUnavailable as e:
+                            error = f"{_scrub(str(e), secret)}；{STAYS_QUEUED}"
+                            log.warning("%s", error)
+                            report.errors.append(error)
+                            stop = True
+                            break
+                        if stop:
+                            break
+                    outcomes.wait()
+                except BaseException:
+                    outcomes.settle()  # Ctrl-C, a database error
+                    _give_back(db, rows[outcomes.committed - before :], clock())
+                    raise
+                done = outcomes.committed - before  # rows whose outcome is committed
+                remaining -= done
+                if done < len(rows):
+                    outbox.release(db, [r.id for r in rows[done:] if r.id], now=clock())
+                    db.commit()
+        finally:
+            outcomes.close()
     report.elapsed = time.perf_counter() - started
     log.info(
         "outbox dispatch: %d attempted, %d sent, %d to retry, %d failed in %.2f s",
@@ -441,7 +560,7 @@ def dispatch(
 
 
 def _send_one(
-    session: Session,
+    outcomes: _Outcomes,
     connection: Connection,
     row: OutboxMessage,
     settings: Settings,
@@ -450,7 +569,7 @@ def _send_one(
     report: DispatchReport,
     secret: str,
 ) -> bool:
-    """Send ``row`` and commit its outcome; True when the run should stop."""
+    """Send ``row`` and record its outcome; True when the run should stop."""
     assert row.id is not None
     label = f"#{row.id} {row.kind} {row.district_code or '-'}"
     msg: EmailMessage | bytes | None
@@ -460,8 +579,7 @@ def _send_one(
             msg = build_mime(row, sender=settings.smtp_sender, tz=settings.tz)
     except ValueError as e:  # Unsendable, or a header the email package refuses
         error = _scrub(f"拒绝发送 / refused to send: {e}", secret)[:_MAX_ERROR]
-        outbox.mark_failed(session, row.id, error=error)
-        session.commit()
+        outcomes.record(outbox.mark_failed, row.id, error=error)
         report.failed += 1
         report.errors.append(f"{label}: {error}")
         log.warning("outbox %s: %s", label, error)
@@ -470,26 +588,27 @@ def _send_one(
         connection.open()  # SmtpUnavailable: nothing attempted, the caller stops the run
     report.attempted += 1
     try:
-        refused = connection.send(msg, settings.smtp_sender, envelope_recipients(row))
+        refused = connection.send(
+            msg, settings.smtp_sender, envelope_recipients(row), before_data=outcomes.wait
+        )
     except (smtplib.SMTPException, OSError) as e:
         error = _scrub(_describe(e), secret)[:_MAX_ERROR]
         if is_permanent(e):
-            outbox.mark_failed(session, row.id, error=error)
+            outcomes.record(outbox.mark_failed, row.id, error=error)
             report.failed += 1
         elif row.attempts + 1 >= max_attempts:
             error = f"gave up after {row.attempts + 1} attempts: {error}"[:_MAX_ERROR]
-            outbox.mark_failed(session, row.id, error=error)
+            outcomes.record(outbox.mark_failed, row.id, error=error)
             report.failed += 1
         else:
-            outbox.mark_retry(
-                session,
+            outcomes.record(
+                outbox.mark_retry,
                 row.id,
                 now=clock(),
                 error=error,
                 backoff=outbox.backoff_seconds(row.attempts + 1),
             )
             report.retried += 1
-        session.commit()
         report.errors.append(f"{label}: {error}")
         log.warning("outbox %s: %s", label, error)
         if connection.alive:
@@ -512,18 +631,17 @@ def _send_one(
         )[:_MAX_ERROR]
         report.errors.append(f"{label}: {note}")
         log.warning("outbox %s: %s", label, note)
-    outbox.mark_sent(session, row.id, now=clock(), note=note)
-    session.commit()
+    outcomes.record(outbox.mark_sent, row.id, now=clock(), note=note)
     report.sent += 1
     return False
 
 
-def _give_back(session: Session, rows: Sequence[OutboxMessage], now: datetime) -> None:
+def _give_back(db: DbConnection, rows: Sequence[OutboxMessage], now: datetime) -> None:
     """Make claimed rows due again at once; if even that fails they are due after HOLD."""
     try:
-        session.rollback()
-        outbox.release(session, [r.id for r in rows if r.id], now=now)
-        session.commit()
+        db.rollback()
+        outbox.release(db, [r.id for r in rows if r.id], now=now)
+        db.commit()
     except Exception:  # noqa: BLE001 - already failing; the original error is what matters
         log.warning("outbox: %d claimed rows stay held until their claim runs out", len(rows))
 

@@ -14,13 +14,16 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+import smtp_server
 from smtp_server import REJECT_REPLY, Behaviour, SmtpServer, parse
 from sqlalchemy import Engine, func, insert, select
+from sqlalchemy.exc import OperationalError
 
 from hnte.config.settings import Settings
 from hnte.models.db import unit_of_work
 from hnte.models.tables import OutboxMessage, OutboxStatus
 from hnte.notifications import outbox
+from hnte.notifications import smtp as dispatcher
 from hnte.notifications.smtp import HOLD, dispatch
 
 T0 = datetime(2021, 6, 1, 1, 0, tzinfo=UTC)  # 09:00 in Qingdao
@@ -32,6 +35,15 @@ PASSWORD = "S3cret-p@ss-x7Q!"
 def smtp() -> Iterator[SmtpServer]:
     with SmtpServer() as server:
         yield server
+
+
+@pytest.fixture(params=["inline", "overlapped"])
+def commits(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a dispatcher test with outcomes committed inline and overlapping the next
+    envelope (a worker thread), whatever the database's default."""
+    overlapped = {"sqlite", "postgresql"} if request.param == "overlapped" else set()
+    monkeypatch.setattr(dispatcher, "OVERLAPPED", frozenset(overlapped))
+    return str(request.param)
 
 
 def settings_for(server: SmtpServer, **overrides: Any) -> Settings:
@@ -253,7 +265,7 @@ def test_when_the_server_is_down_rows_stay_queued_and_are_delivered_once_it_is_u
 
 
 def test_a_connection_dropped_mid_data_is_retried_and_each_message_arrives_once(
-    engine: Engine, smtp: SmtpServer
+    engine: Engine, smtp: SmtpServer, commits: str
 ) -> None:
     queue(engine, 3)
     smtp.set(Behaviour.DROP_IN_DATA, times=1)
@@ -394,8 +406,17 @@ def test_a_refused_login_is_reported_without_the_password_and_sends_nothing(
     assert all(r.status == OutboxStatus.QUEUED and r.attempts == 0 for r in rows(engine))
 
 
+@pytest.mark.parametrize(
+    "crash",
+    [KeyboardInterrupt, OperationalError("UPDATE outbox", {}, Exception("server closed"))],
+    ids=["ctrl-c", "database-error"],
+)
 def test_a_crash_in_the_middle_gives_unsent_rows_back_at_once(
-    engine: Engine, smtp: SmtpServer, monkeypatch: pytest.MonkeyPatch
+    engine: Engine,
+    smtp: SmtpServer,
+    monkeypatch: pytest.MonkeyPatch,
+    commits: str,
+    crash: BaseException | type[BaseException],
 ) -> None:
     queue(engine, 4)
     real_mark_sent, calls = outbox.mark_sent, []
@@ -403,20 +424,53 @@ def test_a_crash_in_the_middle_gives_unsent_rows_back_at_once(
     def mark_sent_then_crash(*args: Any, **kwargs: Any) -> bool:
         calls.append(1)
         if len(calls) == 2:
-            raise KeyboardInterrupt  # the operator pressed Ctrl-C during the second one
+            raise crash  # Ctrl-C, or the database gone, while recording the second one
         return real_mark_sent(*args, **kwargs)
 
     monkeypatch.setattr(outbox, "mark_sent", mark_sent_then_crash)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(crash if isinstance(crash, type) else type(crash)):
         dispatch(engine, settings_for(smtp), now=T0)
     monkeypatch.setattr(outbox, "mark_sent", real_mark_sent)
     assert [r.status for r in rows(engine)] == ["sent", "queued", "queued", "queued"]
     assert all(r.next_attempt_at == T0 for r in rows(engine)[1:])  # due now, not after HOLD
+    assert len(smtp.received) == 2  # the third message never went: no outcome, no DATA
 
     assert dispatch(engine, settings_for(smtp), now=T0).sent == 3
     # the second message reached the server before the crash, so it arrives twice, with
     # the same Message-ID: the one duplicate a crash can cause, and mail clients drop it
     assert sorted(message_ids(smtp).values()) == [1, 1, 1, 2]
+
+
+def test_each_outcome_is_committed_before_the_next_message_is_accepted(
+    any_engine: Engine, smtp: SmtpServer, monkeypatch: pytest.MonkeyPatch, commits: str
+) -> None:
+    engine = any_engine
+    queue(engine, 6)
+    smtp.reject_addresses = {"liaison2@huangdao.gov.cn", "city@kjj.qingdao.gov.cn"}
+    real_mark_sent, real_handle_data = outbox.mark_sent, smtp_server._Handler.handle_DATA
+    recorded_at_acceptance: list[int] = []
+
+    def slow_mark_sent(*args: Any, **kwargs: Any) -> bool:
+        time.sleep(0.05)  # a slow database: the next message must wait for it, not race
+        return real_mark_sent(*args, **kwargs)
+
+    async def handle_data(handler: Any, server: Any, session: Any, envelope: Any) -> str:
+        with engine.connect() as connection:  # what a crash at this instant would leave
+            recorded_at_acceptance.append(
+                connection.execute(
+                    select(func.count()).where(OutboxMessage.status != "queued")  # type: ignore[arg-type]
+                ).scalar_one()
+            )
+        return await real_handle_data(handler, server, session, envelope)
+
+    monkeypatch.setattr(outbox, "mark_sent", slow_mark_sent)
+    monkeypatch.setattr(smtp_server._Handler, "handle_DATA", handle_data)
+    report = dispatch(engine, settings_for(smtp), now=T0)
+    assert (report.sent, report.failed) == (5, 1)
+    # message 3 was refused at RCPT (no DATA); every other message found all earlier
+    # outcomes committed when the server took it
+    assert recorded_at_acceptance == [0, 1, 3, 4, 5]
+    assert [r.status for r in rows(engine)] == ["sent", "sent", "failed", "sent", "sent", "sent"]
 
 
 def test_a_non_ascii_password_is_refused_with_a_clear_error_and_sends_nothing(
