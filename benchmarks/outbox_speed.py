@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import signal
 import socket
 import subprocess
@@ -65,7 +66,9 @@ def serve(port: int) -> None:
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     done.wait()
     controller.stop()
-    print(json.dumps({"received": sink.count, "bytes": sink.bytes}), flush=True)
+    cpu = resource.getrusage(resource.RUSAGE_SELF)
+    seconds = cpu.ru_utime + cpu.ru_stime
+    print(json.dumps({"received": sink.count, "bytes": sink.bytes, "cpu": seconds}), flush=True)
 
 
 def _free_port() -> int:
@@ -200,6 +203,7 @@ def main() -> None:
             smtp_password=None,
         )
         build_us = time_build(engine, settings)
+        client_cpu = 0.0
         if args.profile:
             from pyinstrument import Profiler
 
@@ -207,7 +211,9 @@ def main() -> None:
                 report = dispatch(engine, settings, now=NOW, limit=args.messages)
             print(profiler.output_text(unicode=True, show_all=False))
         else:
+            cpu = time.process_time()
             report = dispatch(engine, settings, now=NOW, limit=args.messages)
+            client_cpu = time.process_time() - cpu
     finally:
         server.send_signal(signal.SIGTERM)
         out, _ = server.communicate(timeout=60)
@@ -225,6 +231,12 @@ def main() -> None:
         "seconds": round(report.elapsed, 3),
         "messages_per_s": round(report.rate, 1),
         "build_message_us": round(build_us, 1),
+        # CPU per message: this process (build, smtplib, database client) and the server
+        # (startup included, a few ms); on a shared machine these vary less than the rate.
+        "client_cpu_us": round(client_cpu / max(1, report.attempted) * 1e6),
+        "server_cpu_us": round(
+            received.get("cpu", 0) / max(1, received.get("received", 1)) * 1e6
+        ),
         "message_bytes": round(received.get("bytes", 0) / max(1, received.get("received", 1))),
         **sizes,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores,"
