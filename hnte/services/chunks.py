@@ -21,7 +21,6 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 
@@ -207,16 +206,15 @@ def _claim(
 
 
 def _work_one(
-    ctx_for: Callable[[], StepContext], plan_id: str, worker: str, *, wait: bool, step: str | None
+    ctx: StepContext, plan_id: str, worker: str, *, wait: bool, step: str | None
 ) -> bool:
     """Claim one chunk and work it in the claim's transaction; False when none was left."""
-    with Session(ctx_for().engine, expire_on_commit=False) as session:
+    with Session(ctx.engine, expire_on_commit=False) as session:
         chunk = _claim(session, plan_id, wait=wait, step=step)
         if chunk is None:
             session.rollback()
             return False
         started = time.perf_counter()
-        ctx = ctx_for()
         report = StepReport(chunk.step)
         review.WINDOWED[chunk.step].body(ctx)(session, (chunk.low, chunk.high), report)
         chunk.done_at = _now()
@@ -261,7 +259,7 @@ def work_plan(
             return done
         if _now() - plan.touched_at > STALE_AFTER:
             return done
-        if _work_one(lambda: ctx, plan_id, worker, wait=False, step=None):
+        if _work_one(ctx, plan_id, worker, wait=False, step=None):
             done += 1
         else:
             time.sleep(POLL_SECONDS)
@@ -282,9 +280,9 @@ def coordinate_step(
     _plan_windows(ctx, plan_id, name)
     _touch(ctx.engine, plan_id)
     # Work alongside the workers; then take over whatever a dead worker left.
-    while _work_one(lambda: ctx, plan_id, worker, wait=False, step=name):
+    while _work_one(ctx, plan_id, worker, wait=False, step=name):
         pass
-    while _work_one(lambda: ctx, plan_id, worker, wait=True, step=name):
+    while _work_one(ctx, plan_id, worker, wait=True, step=name):
         pass
     with Session(ctx.engine) as session:
         for (text,) in session.connection().execute(

@@ -1082,42 +1082,38 @@ WINDOWED: dict[str, WindowedStep] = {
 }
 
 
-def _alone(name: str) -> Callable[[StepContext], StepReport]:
+def _alone(name: str, ctx: StepContext) -> StepReport:
+    """The step ``name`` in this process: its batch-wide part, then every window."""
     step = WINDOWED[name]
-
-    def run(ctx: StepContext) -> StepReport:
-        report = StepReport(name)
-        if step.prepare is not None:
-            step.prepare(ctx, report)
-        return _each_window(ctx, name, step.stages, step.body(ctx), report)
-
-    run.__name__ = name
-    return run
+    report = StepReport(name)
+    if step.prepare is not None:
+        step.prepare(ctx, report)
+    return _each_window(ctx, name, step.stages, step.body(ctx), report)
 
 
 def district_review(ctx: StepContext) -> StepReport:
     """Open district review for new applications, then apply recorded district decisions."""
-    return _alone("district_review")(ctx)
+    return _alone("district_review", ctx)
 
 
 def expert_review(ctx: StepContext) -> StepReport:
     """Draw missing panels; decide every application whose panel has scored in full."""
-    return _alone("expert_review")(ctx)
+    return _alone("expert_review", ctx)
 
 
 def onsite_inspection(ctx: StepContext) -> StepReport:
     """Apply recorded inspection outcomes."""
-    return _alone("onsite_inspection")(ctx)
+    return _alone("onsite_inspection", ctx)
 
 
 def approval(ctx: StepContext) -> StepReport:
     """Apply recorded approvals: approved ones open their public notice today."""
-    return _alone("approval")(ctx)
+    return _alone("approval", ctx)
 
 
 def public_notice(ctx: StepContext) -> StepReport:
     """Hold objected applications, settle resolved objections, certify finished notices."""
-    return _alone("public_notice")(ctx)
+    return _alone("public_notice", ctx)
 
 
 STEPS: tuple[tuple[str, Callable[[StepContext], StepReport]], ...] = tuple(

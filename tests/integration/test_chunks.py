@@ -59,15 +59,15 @@ def test_a_window_whose_worker_dies_is_taken_over_and_every_window_is_done_once(
     assert held is not None
     # Another process skips the held window and does the nine others.
     done = 0
-    while chunks._work_one(lambda: _ctx(any_engine, "other"), plan, "other", wait=False,
+    while chunks._work_one(_ctx(any_engine, "other"), plan, "other", wait=False,
                            step=None):  # fmt: skip
         done += 1
     assert done == 9
     dying.rollback()  # its connection ends: the lock goes, nothing of it was written
     dying.close()
     # The coordinator's waiting claim now gets the dead worker's window.
-    assert chunks._work_one(lambda: ctx, plan, "coordinator", wait=True, step="district_review")
-    assert not chunks._work_one(lambda: ctx, plan, "coordinator", wait=True, step=None)
+    assert chunks._work_one(ctx, plan, "coordinator", wait=True, step="district_review")
+    assert not chunks._work_one(ctx, plan, "coordinator", wait=True, step=None)
     chunks.close_plan(any_engine, plan, "done")
 
     with any_engine.connect() as connection:
