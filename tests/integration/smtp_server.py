@@ -39,10 +39,14 @@ class Behaviour(StrEnum):
     REJECT_RCPT = "reject_rcpt"  # "550 no such user" to every RCPT TO
     DROP_IN_DATA = "drop_in_data"  # close the connection after the data, never reply
     SLOW = "slow"  # sit on the data past the client's timeout, then 451
+    REJECT_SENDER = "reject_sender"  # "553" to MAIL FROM
+    REJECT_DATA = "reject_data"  # "554" after the data arrives
 
 
 TEMP_FAIL_REPLY = "451 4.3.0 try later"
 REJECT_REPLY = "550 5.1.1 no such user"
+REJECT_SENDER_REPLY = "553 5.7.1 sender address rejected"
+REJECT_DATA_REPLY = "554 5.6.0 message content rejected"
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,15 @@ class _Handler:
     def __init__(self, owner: SmtpServer) -> None:
         self.owner = owner
 
+    async def handle_MAIL(  # noqa: N802 - aiosmtpd's hook name
+        self, server: Any, session: Any, envelope: Any, address: str, mail_options: list[str]
+    ) -> str:
+        if self.owner._take(Behaviour.REJECT_SENDER):
+            return REJECT_SENDER_REPLY
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
+
     async def handle_RCPT(  # noqa: N802 - aiosmtpd's hook name
         self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]
     ) -> str:
@@ -89,6 +102,8 @@ class _Handler:
             return TEMP_FAIL_REPLY
         if owner._take(Behaviour.TEMP_FAIL_DATA):
             return TEMP_FAIL_REPLY
+        if owner._take(Behaviour.REJECT_DATA):
+            return REJECT_DATA_REPLY
         with owner._lock:
             owner.received.append(
                 Received(envelope.mail_from, tuple(envelope.rcpt_tos), bytes(envelope.content))
@@ -141,7 +156,8 @@ class SmtpServer:
     def set(self, behaviour: Behaviour, *, times: int | None = None) -> None:
         """Misbehave from now on, or only for the next ``times`` uses, then act normal.
 
-        A use is one DATA (or, for REJECT_RCPT, one RCPT TO address).
+        A use is one DATA (for REJECT_RCPT, one RCPT TO address; for REJECT_SENDER, one
+        MAIL FROM).
         """
         with self._lock:
             self._behaviour = behaviour

@@ -15,7 +15,14 @@ from typing import Any
 
 import pytest
 import smtp_server
-from smtp_server import REJECT_REPLY, Behaviour, SmtpServer, parse
+from smtp_server import (
+    REJECT_DATA_REPLY,
+    REJECT_REPLY,
+    REJECT_SENDER_REPLY,
+    Behaviour,
+    SmtpServer,
+    parse,
+)
 from sqlalchemy import Engine, func, insert, select
 from sqlalchemy.exc import OperationalError
 
@@ -243,6 +250,29 @@ def test_a_5xx_reply_to_every_recipient_fails_the_message(
     [row] = rows(engine)
     assert row.status == OutboxStatus.FAILED
     assert row.last_error is not None and "550 5.1.1 no such user" in row.last_error
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "reply"),
+    [(Behaviour.REJECT_SENDER, REJECT_SENDER_REPLY), (Behaviour.REJECT_DATA, REJECT_DATA_REPLY)],
+    ids=["to MAIL FROM", "after DATA"],
+)
+def test_a_5xx_reply_to_the_sender_or_the_data_fails_the_message_once_and_for_all(
+    any_engine: Engine, smtp: SmtpServer, behaviour: Behaviour, reply: str
+) -> None:
+    engine = any_engine
+    queue(engine, 2)
+    smtp.set(behaviour, times=1)  # the first message is refused, the second goes
+    report = dispatch(engine, settings_for(smtp), now=T0)
+    assert (report.attempted, report.sent, report.retried, report.failed) == (2, 1, 0, 1)
+    failed, sent = rows(engine)
+    assert failed.status == OutboxStatus.FAILED and failed.attempts == 1
+    assert failed.last_error is not None and reply in failed.last_error
+    assert sent.status == OutboxStatus.SENT
+    assert any(reply in e and f"#{failed.id}" in e for e in report.errors)
+    # never tried again: a refusal does not change by itself
+    assert dispatch(engine, settings_for(smtp), now=T0 + timedelta(days=1)).attempted == 0
+    assert list(message_ids(smtp)) == [notice(1)["message_id"]]
 
 
 def test_when_the_server_is_down_rows_stay_queued_and_are_delivered_once_it_is_up(
