@@ -7,6 +7,7 @@ the other dispatcher tests run on SQLite, the embedded default.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -141,6 +142,39 @@ def test_two_dispatchers_never_claim_the_same_rows(any_engine: Engine) -> None:
         assert outbox.due(first, now=T0, limit=10) == []
         # a crashed dispatcher's claim runs out by itself: nothing is lost
         assert len(outbox.due(first, now=T0 + HOLD, limit=10)) == 5
+
+
+def test_a_claim_held_open_is_not_shared_with_a_second_dispatcher(any_engine: Engine) -> None:
+    """Two dispatchers at the same moment: the first has claimed rows and not yet
+    committed when the second claims. On PostgreSQL the second skips the locked rows and
+    goes on at once; on SQLite it waits for the database lock. Either way no row is
+    claimed twice (claimed twice means sent twice)."""
+    queue(any_engine, 5)
+    second: list[int] = []
+    finished = threading.Event()
+
+    def claim_second() -> None:
+        with unit_of_work(any_engine) as session:
+            second.extend(r.id for r in outbox.claim(session, now=T0, limit=10, hold=HOLD))
+            session.commit()
+        finished.set()
+
+    with unit_of_work(any_engine) as session:
+        first = [r.id for r in outbox.claim(session, now=T0, limit=3, hold=HOLD)]
+        assert len(first) == 3
+        thread = threading.Thread(target=claim_second, daemon=True)
+        thread.start()
+        if any_engine.dialect.name == "postgresql":
+            went_on = finished.wait(10)  # while the first claim is still open
+        session.commit()
+    thread.join(30)
+    assert finished.is_set()
+    assert not set(first) & set(second), "a row was claimed by both dispatchers"
+    assert sorted(first + second) == [r.id for r in rows(any_engine)]
+    if any_engine.dialect.name == "postgresql":
+        assert went_on, "the second dispatcher waited for the first one's claim"
+    with unit_of_work(any_engine) as session:
+        assert outbox.due(session, now=T0, limit=10) == []
 
 
 def test_backoff_doubles_from_30_seconds_up_to_an_hour() -> None:
