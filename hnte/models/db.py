@@ -25,8 +25,21 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level="IMMEDIATE": the sqlite3 module opens a transaction before the
+        # first INSERT/UPDATE/DELETE (reads stay outside, so they never block), and opens
+        # it with BEGIN IMMEDIATE, taking the write lock at once. A plain BEGIN takes it
+        # only at the first write to the database file, after the unit has read it; if
+        # another writer is busy then, SQLite cannot wait (the reads may be stale) and
+        # fails at once with "database is locked", e.g. a review window beside the
+        # scheduler's outbox marks. Waiting for the lock (busy_timeout) is what we want.
         engine = create_engine(
-            url, connect_args={"check_same_thread": False, "timeout": 60}, **kwargs
+            url,
+            connect_args={
+                "check_same_thread": False,
+                "timeout": 60,
+                "isolation_level": "IMMEDIATE",
+            },
+            **kwargs,
         )
 
         @event.listens_for(engine, "connect")
