@@ -83,6 +83,9 @@ class Firm:
     stage: Stage | None = None
     expiring: bool = False  # holds a certificate issued in 2018 that expires in 2021
     certified_number: str | None = None
+    issued_on: date | None = None  # of the expiring certificate
+    moved_on: date | None = None  # business date of the event into ``stage``
+    anchor: str | None = None  # a certificate valid all year (every district holds one)
 
 
 @dataclass
@@ -101,49 +104,93 @@ applications = st.lists(
     st.tuples(district, st.just(OPEN_BATCH), st.sampled_from(list(Stage)), st.booleans()),
     max_size=20,
 )
+# At most 29 applications in all: fewer than 30 leave any stage, so the projections use
+# the city file's pass rates, not the (city-wide) history, and a district's figures
+# depend on its own data alone.
 finished = st.lists(
     st.tuples(
         district, st.just(FINISHED_BATCH), st.sampled_from(sorted(FINAL_STAGES)), st.booleans()
     ),
-    max_size=10,
+    max_size=9,
 )
 lone_expiring = st.lists(district, max_size=8)  # expiring certificates without an application
 
 
-def build(session: Session, rows: list, lone: list[str], as_of: date, seed: int) -> World:
-    """Enterprises, applications, stage events and certificates straight into the tables."""
+def make_world(rows: list, lone: list[str], as_of: date, seed: int) -> World:
+    """Random firms of every district; nothing written yet."""
     rng = random.Random(seed)
     world = World()
     codes: set[str] = set()
+
+    def new_code(district_code: str) -> str:
+        code = synthetic.credit_code(rng, district_code)
+        while code in codes:
+            code = synthetic.credit_code(rng, district_code)
+        codes.add(code)
+        return code
+
     for n, (code_of_district, batch, stage, expiring) in enumerate(
         [*rows, *((d, None, None, True) for d in lone)]
     ):
-        code = synthetic.credit_code(rng, code_of_district)
-        while code in codes:
-            code = synthetic.credit_code(rng, code_of_district)
-        codes.add(code)
-        firm = Firm(code, f"青岛测{n:04d}科技有限公司", code_of_district, batch, stage, expiring)
+        firm = Firm(
+            new_code(code_of_district),
+            f"青岛测{n:04d}科技有限公司",
+            code_of_district,
+            batch,
+            stage,
+            expiring,
+        )
+        if expiring:
+            firm.issued_on = date(2018, 1, 10) + timedelta(days=rng.randint(0, 340))
+        if stage is not None and stage is not Stage.SUBMITTED:
+            firm.moved_on = as_of - timedelta(days=rng.randint(0, 10))
+        if stage is Stage.CERTIFIED:
+            firm.certified_number = f"GR20213700{n:03d}"
         world.firms.append(firm)
+    # Each district holds a certificate valid all year, so the start stock is read from
+    # the certificates whatever else a district holds (with none at all, the city file
+    # would supply every district's start stock instead).
+    for k, code_of_district in enumerate(DISTRICTS):
+        anchor = Firm(new_code(code_of_district), f"青岛锚{k:02d}科技有限公司", code_of_district)
+        anchor.anchor = f"GR20193700{k:03d}"
+        world.firms.append(anchor)
+    return world
+
+
+def write(session: Session, world: World, only: str | None = None) -> None:
+    """The world's enterprises, applications, stage events and certificates, straight into
+    the tables; with ``only``, that district's alone."""
+    firms = [f for f in world.firms if only is None or f.district == only]
+    for firm in firms:
         session.add(
             Enterprise(
-                credit_code=code,
+                credit_code=firm.code,
                 name=firm.name,
-                district_code=code_of_district,
+                district_code=firm.district,
                 registered_on=date(2012, 3, 1),
                 tech_field="电子信息",
             )
         )
     session.flush()
-    for n, firm in enumerate(world.firms):
-        if firm.expiring:
-            issued = date(2018, 1, 10) + timedelta(days=rng.randint(0, 340))
+    for firm in firms:
+        if firm.anchor:
             session.add(
                 Certificate(
-                    number=f"GR20183700{n:03d}",
+                    number=firm.anchor,
                     credit_code=firm.code,
                     district_code=firm.district,
-                    issued_on=issued,
-                    expires_on=issued.replace(year=2021),
+                    issued_on=date(2019, 6, 1),
+                    expires_on=date(2022, 6, 1),
+                )
+            )
+        if firm.issued_on is not None:
+            session.add(
+                Certificate(
+                    number=f"GR20183700{world.firms.index(firm):03d}",
+                    credit_code=firm.code,
+                    district_code=firm.district,
+                    issued_on=firm.issued_on,
+                    expires_on=firm.issued_on.replace(year=2021),
                 )
             )
         if firm.batch is None or firm.stage is None:
@@ -166,8 +213,8 @@ def build(session: Session, rows: list, lone: list[str], as_of: date, seed: int)
         )
         session.add(app)
         session.flush()
-        if firm.stage is not Stage.SUBMITTED:
-            on = as_of - timedelta(days=rng.randint(0, 10))
+        if firm.moved_on is not None:
+            on = firm.moved_on
             session.add(
                 StageEvent(
                     application_id=app.id,  # type: ignore[arg-type]
@@ -178,8 +225,7 @@ def build(session: Session, rows: list, lone: list[str], as_of: date, seed: int)
                     actor="测试 / test",
                 )
             )
-        if firm.stage is Stage.CERTIFIED:
-            firm.certified_number = f"GR20213700{n:03d}"
+        if firm.certified_number:
             session.add(
                 Certificate(
                     number=firm.certified_number,
@@ -191,7 +237,6 @@ def build(session: Session, rows: list, lone: list[str], as_of: date, seed: int)
                 )
             )
     session.flush()
-    return world
 
 
 def waiting(world: World, district_code: str, batch: str, stage: str) -> list[Firm]:
@@ -210,6 +255,46 @@ def still_to_renew(world: World, district_code: str) -> list[Firm]:
     return [
         f for f in world.of(district_code) if f.expiring and (f.stage is None or f.stage in dropped)
     ]
+
+
+def queue_notices(
+    template: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    world: World,
+    only: str | None,
+    reminder_days: list[date],
+    as_of: date,
+    language: str,
+) -> tuple[list[OutboxMessage], dict[tuple[str, str], date]]:
+    """Every kind of notice queued for ``world`` (or its district ``only``) in a fresh
+    database: deadline reminders and overdue notices on ``reminder_days``, then on
+    ``as_of`` behind-target notices, weekly digests, batch results and the city summary."""
+    path = tmp_path_factory.mktemp("isolation") / "hnte.db"
+    shutil.copy(template, path)
+    engine = make_engine(f"sqlite:///{path}")
+    try:
+        with Session(engine) as session:
+            write(session, world, only)
+            session.commit()
+            for day in reminder_days:
+                notices.deadline_reminders(session, CITY, as_of=day, language=language)
+            notices.behind_target_notices(session, CITY, as_of=as_of, language=language)
+            notices.weekly_digests(session, CITY, as_of=as_of, language=language)
+            for batch in (OPEN_BATCH, FINISHED_BATCH):
+                notices.batch_results(
+                    session, CITY, batch_code=batch, as_of=as_of, language=language
+                )
+            notices.city_summary(session, CITY, as_of=as_of, language=language)
+            session.commit()
+            queued = list(session.exec(select(OutboxMessage)).scalars())  # type: ignore[call-overload]
+            deadlines = {
+                (b, s): due for b, s, due in session.connection().execute(
+                    select(BatchDeadline.batch_code, BatchDeadline.stage, BatchDeadline.due_on)
+                )
+            }
+    finally:
+        engine.dispose()
+    return queued, deadlines
 
 
 @pytest.fixture(scope="module")
@@ -243,32 +328,10 @@ def test_every_district_notice_names_only_its_own_enterprises_and_goes_to_its_ow
     language: str,
     seed: int,
 ) -> None:
-    path = tmp_path_factory.mktemp("isolation") / "hnte.db"
-    shutil.copy(template, path)
-    engine = make_engine(f"sqlite:///{path}")
-    try:
-        with Session(engine) as session:
-            world = build(session, [*rows, *done], lone, as_of, seed)
-            session.commit()
-            for day in reminder_days:
-                notices.deadline_reminders(session, CITY, as_of=day, language=language)
-            notices.behind_target_notices(session, CITY, as_of=as_of, language=language)
-            notices.weekly_digests(session, CITY, as_of=as_of, language=language)
-            for batch in (OPEN_BATCH, FINISHED_BATCH):
-                notices.batch_results(
-                    session, CITY, batch_code=batch, as_of=as_of, language=language
-                )
-            notices.city_summary(session, CITY, as_of=as_of, language=language)
-            session.commit()
-            queued = list(session.exec(select(OutboxMessage)).scalars())  # type: ignore[call-overload]
-            deadlines = {
-                (b, s): due for b, s, due in session.connection().execute(
-                    select(BatchDeadline.batch_code, BatchDeadline.stage, BatchDeadline.due_on)
-                )
-            }
-    finally:
-        engine.dispose()
-
+    world = make_world([*rows, *done], lone, as_of, seed)
+    queued, deadlines = queue_notices(
+        template, tmp_path_factory, world, None, reminder_days, as_of, language
+    )
     kinds = {row.kind for row in queued}
     assert {"weekly_digest", "city_summary"} <= kinds  # every district, every week
     if done:
@@ -308,3 +371,64 @@ def test_every_district_notice_names_only_its_own_enterprises_and_goes_to_its_ow
         for f in expected:
             assert f.code in row.body_text and f.name in row.body_text, (row.kind, f)
             assert f.code in row.body_html and f.name in row.body_html, (row.kind, f)
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    rows=applications,
+    done=finished,
+    lone=lone_expiring,
+    reminder_days=st.lists(st.sampled_from(REMINDER_DATES), min_size=1, max_size=3, unique=True),
+    as_of=st.dates(date(2021, 6, 1), date(2021, 12, 20)),
+    language=st.sampled_from(["zh", "en"]),
+    seed=st.integers(0, 2**32),
+)
+def test_a_districts_notices_read_the_same_whatever_the_other_districts_hold(
+    template: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    rows: list,
+    done: list,
+    lone: list[str],
+    reminder_days: list[date],
+    as_of: date,
+    language: str,
+    seed: int,
+) -> None:
+    """Not only names: no count, total, percentage or rejection reason in a district's
+    notice may come from another district. So each district's notices, built beside
+    everyone else's data, must be exactly those built from its own data alone."""
+    world = make_world([*rows, *done], lone, as_of, seed)
+    queued, _ = queue_notices(
+        template, tmp_path_factory, world, None, reminder_days, as_of, language
+    )
+    by_district: dict[str, dict[str, OutboxMessage]] = {}
+    for row in queued:
+        if row.district_code is not None:
+            by_district.setdefault(row.district_code, {})[row.dedupe_key] = row
+    assert set(by_district) == set(DISTRICTS)  # a weekly digest each, at least
+    busy = {f.district for f in world.firms if not f.anchor}
+    # Every district with data of its own, and one without (its notices must be empty
+    # of everyone else's figures too).
+    idle = sorted(set(DISTRICTS) - busy)[:1]
+    for x in sorted(busy) + idle:
+        alone, _ = queue_notices(
+            template, tmp_path_factory, world, x, reminder_days, as_of, language
+        )
+        own = {row.dedupe_key: row for row in alone if row.district_code == x}
+        # Batch results wait for the whole city's batch to finish: alone, a district may
+        # get them sooner. Everything else is sent, or not, on its own data.
+        assert set(by_district[x]) <= set(own), (x, set(by_district[x]) - set(own))
+        for key, row in by_district[x].items():
+            mine = own[key]
+            assert (row.subject, row.body_text, row.body_html) == (
+                mine.subject,
+                mine.body_text,
+                mine.body_html,
+            ), (key, _first_difference(row.body_text, mine.body_text))
+
+
+def _first_difference(a: str, b: str) -> str:
+    for line_a, line_b in zip(a.splitlines(), b.splitlines(), strict=False):
+        if line_a != line_b:
+            return f"{line_a!r} != {line_b!r}"
+    return "lengths differ"
