@@ -226,6 +226,9 @@ def test_approve_all_except_a_file_of_credit_codes(
     assert approvals[codes[0]] is None
     assert all(approvals[c] == "approved" for c in codes[1:])
     assert "暂不批准 1 件" in output
+    decided_by = column(engine, "approval_decided_by")  # HNTE_OPERATOR
+    assert decided_by[codes[0]] is None
+    assert all(decided_by[c] == "测试操作员" for c in codes[1:])
 
 
 def test_a_wrong_exception_list_approves_nothing(

@@ -937,6 +937,10 @@ def test_approve_all_approves_the_undecided_except_those_listed(
     assert approvals[codes[1]] is None and approvals[codes[2]] is None
     assert all(approvals[c] == "approved" for c in codes[3:6])
     assert all(approvals[c] is None for c in codes[6:])
+    decided_by = dict(query(engine, "SELECT credit_code, approval_decided_by FROM application"))
+    assert decided_by[codes[0]] == "张三"  # from the file, not overwritten
+    assert all(decided_by[c] == "王五" for c in codes[3:6])  # whoever ran --all
+    assert all(decided_by[c] is None for c in (*codes[1:3], *codes[6:]))
 
 
 def test_approve_all_approves_nothing_when_the_exception_list_is_wrong(
