@@ -25,21 +25,8 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        # isolation_level="IMMEDIATE": the sqlite3 module opens a transaction before the
-        # first INSERT/UPDATE/DELETE (reads stay outside, so they never block), and opens
-        # it with BEGIN IMMEDIATE, taking the write lock at once. A plain BEGIN takes it
-        # only at the first write to the database file, after the unit has read it; if
-        # another writer is busy then, SQLite cannot wait (the reads may be stale) and
-        # fails at once with "database is locked", e.g. a review window beside the
-        # scheduler's outbox marks. Waiting for the lock (busy_timeout) is what we want.
         engine = create_engine(
-            url,
-            connect_args={
-                "check_same_thread": False,
-                "timeout": 60,
-                "isolation_level": "IMMEDIATE",
-            },
-            **kwargs,
+            url, connect_args={"check_same_thread": False, "timeout": 60}, **kwargs
         )
 
         @event.listens_for(engine, "connect")
@@ -51,6 +38,19 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA busy_timeout=60000")
             cursor.close()
+
+        @event.listens_for(engine, "checkout")
+        def _begin_immediate(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+            # The sqlite3 module opens a transaction before the first INSERT/UPDATE/DELETE
+            # (reads stay outside one, so they never block); "IMMEDIATE" makes that BEGIN
+            # IMMEDIATE, which takes the write lock at once. A plain BEGIN takes it only at
+            # the first write to the database file, after the unit may have read it (every
+            # review move does); if another writer is busy then, SQLite cannot wait and
+            # fails at once with "database is locked" (a review window beside the
+            # scheduler's outbox marks). With IMMEDIATE the unit waits (busy_timeout).
+            # Set at every checkout: SQLAlchemy resets a connection that ran in AUTOCOMMIT
+            # (the outbox dispatcher's) to a plain BEGIN when it returns to the pool.
+            dbapi_connection.isolation_level = "IMMEDIATE"
 
         return engine
     if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
