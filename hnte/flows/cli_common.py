@@ -13,8 +13,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from hnte.config.settings import get_settings
 
-console = Console()
-err = Console(stderr=True)
+# soft_wrap: a line longer than the terminal is left for the terminal to fold, never cut
+# with a newline, so a file path or an error line survives copying and redirection whole.
+# Tables still fit the width.
+console = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="print machine-readable JSON only")]
 BatchOpt = Annotated[str | None, typer.Option("--batch", "-b", help='batch code, e.g. "2021-1"')]
