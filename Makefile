@@ -5,6 +5,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 OUT ?= demo-out
+# pytest processes for `make test`: most tests wait on subprocesses (Prefect servers, CLI
+# runs), so two keep two cores busy; whole files go to one process (--dist loadfile).
+TEST_WORKERS ?= 2
 # Prefect runs offline and keeps its state inside the project.
 export PREFECT_HOME := $(CURDIR)/.work/prefect
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
@@ -28,7 +31,7 @@ test: $(STAMP)
 	@mkdir -p $(PREFECT_HOME)
 	$(BIN)/ruff check hnte tests benchmarks scripts
 	$(BIN)/mypy
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 lint: $(STAMP)
 	$(BIN)/ruff check hnte tests benchmarks scripts
