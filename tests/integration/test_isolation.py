@@ -257,18 +257,41 @@ def still_to_renew(world: World, district_code: str) -> list[Firm]:
     ]
 
 
+@dataclass(frozen=True)
+class Scenario:
+    world: World
+    reminder_days: list[date]
+    as_of: date
+    language: str
+    finished_batch: bool  # the second batch holds applications (final stages only)
+
+
+@st.composite
+def scenarios(draw: st.DrawFn, *, max_reminder_days: int) -> Scenario:
+    rows, done = draw(applications), draw(finished)
+    as_of = draw(st.dates(date(2021, 6, 1), date(2021, 12, 20)))
+    world = make_world([*rows, *done], draw(lone_expiring), as_of, draw(st.integers(0, 2**32)))
+    days = st.sampled_from(REMINDER_DATES)
+    return Scenario(
+        world,
+        draw(st.lists(days, min_size=1, max_size=max_reminder_days, unique=True)),
+        as_of,
+        draw(st.sampled_from(["zh", "en"])),
+        bool(done),
+    )
+
+
 def queue_notices(
     template: Path,
     tmp_path_factory: pytest.TempPathFactory,
-    world: World,
-    only: str | None,
-    reminder_days: list[date],
-    as_of: date,
-    language: str,
+    scenario: Scenario,
+    only: str | None = None,
 ) -> tuple[list[OutboxMessage], dict[tuple[str, str], date]]:
-    """Every kind of notice queued for ``world`` (or its district ``only``) in a fresh
-    database: deadline reminders and overdue notices on ``reminder_days``, then on
-    ``as_of`` behind-target notices, weekly digests, batch results and the city summary."""
+    """Every kind of notice queued for the scenario's world (or its district ``only``) in
+    a fresh database: deadline reminders and overdue notices on its reminder days, then
+    on its ``as_of`` behind-target notices, weekly digests, batch results and the city
+    summary."""
+    world, as_of, language = scenario.world, scenario.as_of, scenario.language
     path = tmp_path_factory.mktemp("isolation") / "hnte.db"
     shutil.copy(template, path)
     engine = make_engine(f"sqlite:///{path}")
@@ -276,7 +299,7 @@ def queue_notices(
         with Session(engine) as session:
             write(session, world, only)
             session.commit()
-            for day in reminder_days:
+            for day in scenario.reminder_days:
                 notices.deadline_reminders(session, CITY, as_of=day, language=language)
             notices.behind_target_notices(session, CITY, as_of=as_of, language=language)
             notices.weekly_digests(session, CITY, as_of=as_of, language=language)
@@ -308,33 +331,15 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    rows=applications,
-    done=finished,
-    lone=lone_expiring,
-    reminder_days=st.lists(st.sampled_from(REMINDER_DATES), min_size=1, max_size=4, unique=True),
-    as_of=st.dates(date(2021, 6, 1), date(2021, 12, 20)),
-    language=st.sampled_from(["zh", "en"]),
-    seed=st.integers(0, 2**32),
-)
+@given(scenario=scenarios(max_reminder_days=4))
 def test_every_district_notice_names_only_its_own_enterprises_and_goes_to_its_own_liaisons(
-    template: Path,
-    tmp_path_factory: pytest.TempPathFactory,
-    rows: list,
-    done: list,
-    lone: list[str],
-    reminder_days: list[date],
-    as_of: date,
-    language: str,
-    seed: int,
+    template: Path, tmp_path_factory: pytest.TempPathFactory, scenario: Scenario
 ) -> None:
-    world = make_world([*rows, *done], lone, as_of, seed)
-    queued, deadlines = queue_notices(
-        template, tmp_path_factory, world, None, reminder_days, as_of, language
-    )
+    world = scenario.world
+    queued, deadlines = queue_notices(template, tmp_path_factory, scenario)
     kinds = {row.kind for row in queued}
     assert {"weekly_digest", "city_summary"} <= kinds  # every district, every week
-    if done:
+    if scenario.finished_batch:
         assert "batch_results" in kinds
     for row in queued:
         if row.kind == "city_summary":
@@ -374,33 +379,15 @@ def test_every_district_notice_names_only_its_own_enterprises_and_goes_to_its_ow
 
 
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    rows=applications,
-    done=finished,
-    lone=lone_expiring,
-    reminder_days=st.lists(st.sampled_from(REMINDER_DATES), min_size=1, max_size=3, unique=True),
-    as_of=st.dates(date(2021, 6, 1), date(2021, 12, 20)),
-    language=st.sampled_from(["zh", "en"]),
-    seed=st.integers(0, 2**32),
-)
+@given(scenario=scenarios(max_reminder_days=3))
 def test_a_districts_notices_read_the_same_whatever_the_other_districts_hold(
-    template: Path,
-    tmp_path_factory: pytest.TempPathFactory,
-    rows: list,
-    done: list,
-    lone: list[str],
-    reminder_days: list[date],
-    as_of: date,
-    language: str,
-    seed: int,
+    template: Path, tmp_path_factory: pytest.TempPathFactory, scenario: Scenario
 ) -> None:
     """Not only names: no count, total, percentage or rejection reason in a district's
     notice may come from another district. So each district's notices, built beside
     everyone else's data, must be exactly those built from its own data alone."""
-    world = make_world([*rows, *done], lone, as_of, seed)
-    queued, _ = queue_notices(
-        template, tmp_path_factory, world, None, reminder_days, as_of, language
-    )
+    world = scenario.world
+    queued, _ = queue_notices(template, tmp_path_factory, scenario)
     by_district: dict[str, dict[str, OutboxMessage]] = {}
     for row in queued:
         if row.district_code is not None:
@@ -411,9 +398,7 @@ def test_a_districts_notices_read_the_same_whatever_the_other_districts_hold(
     # of everyone else's figures too).
     idle = sorted(set(DISTRICTS) - busy)[:1]
     for x in sorted(busy) + idle:
-        alone, _ = queue_notices(
-            template, tmp_path_factory, world, x, reminder_days, as_of, language
-        )
+        alone, _ = queue_notices(template, tmp_path_factory, scenario, only=x)
         own = {row.dedupe_key: row for row in alone if row.district_code == x}
         # Batch results wait for the whole city's batch to finish: alone, a district may
         # get them sooner. Everything else is sent, or not, on its own data.
