@@ -28,40 +28,16 @@ def _context(batch: str, as_of: date) -> StepContext:
     )
 
 
-@task(name="district-review")
-def district_review(batch: str, as_of: date) -> StepReport:
-    """Open district review; apply recorded recommendations and returns."""
-    return review.RUN["district_review"](_context(batch, as_of))
+@task
+def review_step(batch: str, as_of: date, step: str) -> StepReport:
+    """One review step over the whole batch, in set-based units (``review.STEPS``)."""
+    return review.RUN[step](_context(batch, as_of))
 
 
-@task(name="formal-check")
-def formal_check(batch: str, as_of: date) -> StepReport:
-    """Screen the batch and check the formal eligibility rules."""
-    return review.RUN["formal_check"](_context(batch, as_of))
-
-
-@task(name="expert-review")
-def expert_review(batch: str, as_of: date) -> StepReport:
-    """Draw panels; decide applications whose scores are all in; pick inspections."""
-    return review.RUN["expert_review"](_context(batch, as_of))
-
-
-@task(name="onsite-inspection")
-def onsite_inspection(batch: str, as_of: date) -> StepReport:
-    """Apply recorded on-site inspection outcomes."""
-    return review.RUN["onsite_inspection"](_context(batch, as_of))
-
-
-@task(name="approval")
-def approval(batch: str, as_of: date) -> StepReport:
-    """Apply recorded approvals and open public notices."""
-    return review.RUN["approval"](_context(batch, as_of))
-
-
-@task(name="public-notice")
-def public_notice(batch: str, as_of: date) -> StepReport:
-    """Handle objections; certify applications whose notice period has ended."""
-    return review.RUN["public_notice"](_context(batch, as_of))
+# One Prefect task per step, named as the README's table names them (district-review, …).
+STEP_TASKS = {
+    name: review_step.with_options(name=name.replace("_", "-")) for name, _ in review.STEPS
+}
 
 
 @task(name="review-step-with-workers")
@@ -133,14 +109,7 @@ def batch_review(batch: str, as_of: date | None = None, workers: int = 0) -> dic
     if workers:
         reports = _with_workers(batch, as_of, workers)
     else:
-        reports = [
-            district_review(batch, as_of),
-            formal_check(batch, as_of),
-            expert_review(batch, as_of),
-            onsite_inspection(batch, as_of),
-            approval(batch, as_of),
-            public_notice(batch, as_of),
-        ]
+        reports = [run(batch, as_of, name) for name, run in STEP_TASKS.items()]
     rows = transition_rows(reports, names)
     notes = {f"{r.step}.{k}": v for r in reports for k, v in r.notes.items()}
     create_table_artifact(
